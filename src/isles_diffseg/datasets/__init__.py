@@ -1,0 +1,7 @@
+"""Kedro datasets for the artifacts kedro-datasets has no type for (NIfTI folders, slice stores)."""
+
+from isles_diffseg.datasets.case_store_dataset import CaseStoreDataset
+from isles_diffseg.datasets.isles24_root_dataset import Isles24Root, Isles24RootDataset
+from isles_diffseg.datasets.slice_store_dataset import SliceStoreDataset
+
+__all__ = ["CaseStoreDataset", "Isles24Root", "Isles24RootDataset", "SliceStoreDataset"]

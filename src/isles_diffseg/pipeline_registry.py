@@ -1,0 +1,21 @@
+"""Project pipelines. Names are part of the interface: ``kedro run --pipelines NAME``."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline
+
+from isles_diffseg.pipelines import ingestion, slicing, splits, synthetic
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    data_processing = ingestion.create_pipeline() + slicing.create_pipeline() + splits.create_pipeline()
+    # The demo chain reads the synthetic release it has just written, whatever data.root says.
+    demo_data = Pipeline(data_processing, inputs={"isles24_raw": "isles24_synthetic"})
+    return {
+        "synthetic": synthetic.create_pipeline(),
+        "ingestion": ingestion.create_pipeline(),
+        "slicing": slicing.create_pipeline(),
+        "splits": splits.create_pipeline(),
+        "data_processing": data_processing,
+        "__default__": synthetic.create_pipeline() + demo_data,
+    }

@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny ISLES'24-layout cases written on the fly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+
+# A non-RAS (LPS-like) affine with anisotropic voxels, as in the real release.
+LPS_AFFINE = np.array([[-0.8, 0, 0, 90.0], [0, -0.8, 0, 100.0], [0, 0, 2.0, -50.0], [0, 0, 0, 1]])
+
+
+def _save(array: np.ndarray, path: Path, affine: np.ndarray, dtype=np.float32, slope: float | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = nib.Nifti1Image(array.astype(dtype), affine)
+    if slope is not None:
+        image.header.set_slope_inter(slope, 0.0)
+    nib.save(image, str(path))
+
+
+def tiny_maps(shape=(20, 24, 6), seed: int = 0) -> dict[str, np.ndarray]:
+    """Head-shaped perfusion maps with NaN outside, a lesion in one corner of the brain."""
+    rng = np.random.default_rng(seed)
+    x, y, _ = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    head = (x**2 + y**2) < 0.8
+    lesion = head & (x > 0.2) & (y > 0.1)
+    cbf = np.where(head, 50 + rng.normal(0, 2, shape), np.nan)
+    cbf[lesion] = 8
+    tmax = np.where(head, 1 + rng.random(shape), np.nan)
+    tmax[lesion] = 12
+    return {
+        "cbf": cbf,
+        "tmax": tmax,
+        "cbv": np.where(head, 4.0, np.nan),
+        "mtt": np.where(head, 5.0, np.nan),
+        "ncct": np.where(head, 35.0, -1000.0),
+        "mask": lesion.astype(np.uint8),
+    }
+
+
+@pytest.fixture
+def write_case() -> Callable[..., dict[str, Path]]:
+    """Write one case; keyword options reproduce the naming variants of the real releases."""
+
+    def write(
+        root: Path,
+        number: int = 1,
+        *,
+        case_prefix: str = "sub-stroke",
+        raw_dir: str = "raw_data",
+        ses: tuple[str, str] = ("ses-01", "ses-02"),
+        ext: str = ".nii.gz",
+        mask_label: str = "space-ncct_lesion-msk",
+        shape=(20, 24, 6),
+        affine: np.ndarray = LPS_AFFINE,
+        mask_as_scaled_uint16: bool = False,
+        modalities=("cbf", "tmax", "cbv", "mtt"),
+        seed: int = 0,
+    ) -> dict[str, Path]:
+        case = f"{case_prefix}{number:04d}"
+        maps = tiny_maps(shape, seed)
+        paths: dict[str, Path] = {}
+        perf = root / "derivatives" / case / ses[0] / "perfusion-maps"
+        for m in modalities:
+            paths[m] = perf / f"{case}_{ses[0]}_space-ncct_{m}{ext}"
+            _save(maps[m], paths[m], affine)
+        paths["ncct"] = root / raw_dir / case / ses[0] / f"{case}_{ses[0]}_ncct{ext}"
+        _save(maps["ncct"], paths["ncct"], affine, dtype=np.int16)
+        paths["mask"] = root / "derivatives" / case / ses[1] / f"{case}_{ses[1]}_{mask_label}{ext}"
+        if mask_as_scaled_uint16:
+            # Like real case 0158: raw 65535 with scl_slope 1.5259e-05 reads as 1.0.
+            _save(maps["mask"].astype(np.uint16) * 65535, paths["mask"], affine, dtype=np.uint16, slope=1.5259e-05)
+        else:
+            _save(maps["mask"], paths["mask"], affine, dtype=np.uint8)
+        paths["_maps"] = maps  # type: ignore[assignment]
+        return paths
+
+    return write
