@@ -44,41 +44,41 @@ def tiny_maps(shape=(20, 24, 6), seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
+def write_tiny_case(
+    root: Path,
+    number: int = 1,
+    *,
+    case_prefix: str = "sub-stroke",
+    raw_dir: str = "raw_data",
+    ses: tuple[str, str] = ("ses-01", "ses-02"),
+    ext: str = ".nii.gz",
+    mask_label: str = "space-ncct_lesion-msk",
+    shape=(20, 24, 6),
+    affine: np.ndarray = LPS_AFFINE,
+    mask_as_scaled_uint16: bool = False,
+    modalities=("cbf", "tmax", "cbv", "mtt"),
+    seed: int = 0,
+) -> dict[str, Path]:
+    case = f"{case_prefix}{number:04d}"
+    maps = tiny_maps(shape, seed)
+    paths: dict[str, Path] = {}
+    perf = root / "derivatives" / case / ses[0] / "perfusion-maps"
+    for m in modalities:
+        paths[m] = perf / f"{case}_{ses[0]}_space-ncct_{m}{ext}"
+        _save(maps[m], paths[m], affine)
+    paths["ncct"] = root / raw_dir / case / ses[0] / f"{case}_{ses[0]}_ncct{ext}"
+    _save(maps["ncct"], paths["ncct"], affine, dtype=np.int16)
+    paths["mask"] = root / "derivatives" / case / ses[1] / f"{case}_{ses[1]}_{mask_label}{ext}"
+    if mask_as_scaled_uint16:
+        # Like real case 0158: raw 65535 with scl_slope 1.5259e-05 reads as 1.0.
+        _save(maps["mask"].astype(np.uint16) * 65535, paths["mask"], affine, dtype=np.uint16, slope=1.5259e-05)
+    else:
+        _save(maps["mask"], paths["mask"], affine, dtype=np.uint8)
+    paths["_maps"] = maps  # type: ignore[assignment]
+    return paths
+
+
 @pytest.fixture
 def write_case() -> Callable[..., dict[str, Path]]:
     """Write one case; keyword options reproduce the naming variants of the real releases."""
-
-    def write(
-        root: Path,
-        number: int = 1,
-        *,
-        case_prefix: str = "sub-stroke",
-        raw_dir: str = "raw_data",
-        ses: tuple[str, str] = ("ses-01", "ses-02"),
-        ext: str = ".nii.gz",
-        mask_label: str = "space-ncct_lesion-msk",
-        shape=(20, 24, 6),
-        affine: np.ndarray = LPS_AFFINE,
-        mask_as_scaled_uint16: bool = False,
-        modalities=("cbf", "tmax", "cbv", "mtt"),
-        seed: int = 0,
-    ) -> dict[str, Path]:
-        case = f"{case_prefix}{number:04d}"
-        maps = tiny_maps(shape, seed)
-        paths: dict[str, Path] = {}
-        perf = root / "derivatives" / case / ses[0] / "perfusion-maps"
-        for m in modalities:
-            paths[m] = perf / f"{case}_{ses[0]}_space-ncct_{m}{ext}"
-            _save(maps[m], paths[m], affine)
-        paths["ncct"] = root / raw_dir / case / ses[0] / f"{case}_{ses[0]}_ncct{ext}"
-        _save(maps["ncct"], paths["ncct"], affine, dtype=np.int16)
-        paths["mask"] = root / "derivatives" / case / ses[1] / f"{case}_{ses[1]}_{mask_label}{ext}"
-        if mask_as_scaled_uint16:
-            # Like real case 0158: raw 65535 with scl_slope 1.5259e-05 reads as 1.0.
-            _save(maps["mask"].astype(np.uint16) * 65535, paths["mask"], affine, dtype=np.uint16, slope=1.5259e-05)
-        else:
-            _save(maps["mask"], paths["mask"], affine, dtype=np.uint8)
-        paths["_maps"] = maps  # type: ignore[assignment]
-        return paths
-
-    return write
+    return write_tiny_case
