@@ -82,3 +82,45 @@ def write_tiny_case(
 def write_case() -> Callable[..., dict[str, Path]]:
     """Write one case; keyword options reproduce the naming variants of the real releases."""
     return write_tiny_case
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project_copy(tmp_path, monkeypatch) -> Path:
+    """The project's conf/ and pyproject.toml in a scratch folder, so runs never touch data/.
+
+    The package itself comes from the installed (editable) source; MLflow writes to a scratch DB.
+    """
+    import shutil
+
+    copy = tmp_path / "project"
+    copy.mkdir()
+    shutil.copytree(PROJECT_ROOT / "conf", copy / "conf", ignore=shutil.ignore_patterns("local"))
+    (copy / "conf" / "local").mkdir()
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", copy / "pyproject.toml")
+    (copy / "src").mkdir()  # the package itself is imported from the installed source
+    for layer in ("01_raw", "02_intermediate", "03_primary", "05_model_input"):
+        (copy / "data" / layer).mkdir(parents=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_ARTIFACT_LOCATION", str(tmp_path / "mlartifacts"))
+    monkeypatch.chdir(copy)
+    return copy
+
+
+def run_kedro(project: Path, pipeline: str, runtime_params: dict | None = None) -> None:
+    """Run a registered pipeline through a real KedroSession (hooks, kedro-mlflow and all)."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    import mlflow
+
+    bootstrap_project(project)
+    try:
+        with KedroSession.create(project_path=project, runtime_params=runtime_params or {}) as session:
+            session.run(pipeline_names=[pipeline])
+    finally:
+        # kedro-mlflow leaves its run active in this process; a CLI run would end it at exit.
+        while mlflow.active_run():
+            mlflow.end_run()

@@ -210,3 +210,24 @@ def test_constructor_rejects_invalid_configuration():
     with pytest.raises(ValueError, match="betas"):
         GaussianDiffusion([0.1, 1.0])
     assert GaussianDiffusion.from_schedule("linear", 100).num_timesteps == 100
+
+
+def test_ddim_step_with_eta1_equals_the_posterior_step_and_eta0_is_noise_free():
+    diffusion = process().respaced("ddim50")
+    generator = torch.Generator().manual_seed(2)
+    x_start = torch.rand(3, 1, 2, 2, generator=generator, dtype=torch.float64) * 2 - 1
+    x_t = torch.randn(3, 1, 2, 2, generator=generator, dtype=torch.float64)
+    noise = torch.randn(3, 1, 2, 2, generator=generator, dtype=torch.float64)
+    t = torch.tensor([1, 25, 49])
+    eps = diffusion.predict_eps_from_x0(x_t, t, x_start)
+    torch.testing.assert_close(
+        diffusion.ddim_step(x_start, eps, t, 1.0, noise), diffusion.posterior_step(x_t, x_start, t, noise)
+    )
+    torch.testing.assert_close(
+        diffusion.ddim_step(x_start, eps, t, 0.0, noise), diffusion.ddim_step(x_start, eps, t, 0.0, None)
+    )
+    alpha_bar_prev = diffusion.alphas_cumprod_prev[t].reshape(3, 1, 1, 1)
+    torch.testing.assert_close(
+        diffusion.ddim_step(x_start, eps, t, 0.0, None),
+        alpha_bar_prev.sqrt() * x_start + (1 - alpha_bar_prev).sqrt() * eps,
+    )

@@ -195,3 +195,35 @@ def test_bad_sampler_inputs_are_rejected(clean_mask):
         ddim_sample(diffusion, model, clean_mask, amp_dtype=torch.float64)
     with pytest.raises(ValueError, match="model output shape"):
         ddim_sample(diffusion, lambda x, t, image: x[..., :2], clean_mask)
+
+
+@pytest.mark.parametrize("respacing", ["ddim50", None])
+def test_ddim_with_eta1_is_ancestral_sampling_with_the_posterior_variance(respacing):
+    diffusion, image = process(), torch.randn(2, 1, 4, 4)
+
+    def model(x_t, t, image):
+        return torch.tanh(x_t + image) * 3  # any model will do; large outputs exercise the x0 clipping
+
+    ddim = ddim_sample(
+        diffusion, model, image, respacing=respacing, eta=1.0, generator=torch.Generator().manual_seed(7)
+    )
+    ddpm = ddpm_sample(
+        diffusion, model, image, respacing=respacing, generator=torch.Generator().manual_seed(7)
+    )
+    torch.testing.assert_close(ddim.sample, ddpm.sample, atol=1e-4, rtol=0)
+
+
+def test_clip_x0_bounds_the_x0_estimates_and_the_sample():
+    diffusion, image = process(), torch.zeros(2, 1, 4, 4)
+
+    def model(x_t, t, image):
+        return torch.full_like(x_t, -3.0)  # eps far from the truth pushes x0 estimates outside [-1, 1]
+
+    clipped = ddim_sample(
+        diffusion, model, image, respacing="ddim10", snapshots=10, noise=torch.ones(2, 1, 4, 4)
+    )
+    free = ddim_sample(
+        diffusion, model, image, respacing="ddim10", snapshots=10, noise=torch.ones(2, 1, 4, 4), clip_x0=False
+    )
+    assert clipped.snapshots_x0.abs().max() <= 1 and clipped.sample.abs().max() <= 1
+    assert free.snapshots_x0.abs().max() > 1

@@ -43,6 +43,7 @@ def two_cubes(offset: tuple[int, int, int]) -> np.ndarray:
 
 # --- connectivity: which touching cubes are one lesion ----------------------------------------
 
+
 @pytest.mark.parametrize(
     ("offset", "components_by_connectivity"),
     [
@@ -73,6 +74,7 @@ def test_count_difference_is_absolute_and_symmetric():
 
 
 # --- empty cases --------------------------------------------------------------------------------
+
 
 def test_both_empty_is_a_perfect_case():
     empty = np.zeros((4, 4, 4), dtype=bool)
@@ -105,6 +107,7 @@ def test_prediction_on_empty_ground_truth_is_all_false_positives():
 
 # --- volume in mL on anisotropic voxels ---------------------------------------------------------
 
+
 def test_absolute_volume_difference_uses_anisotropic_voxel_volume():
     gt = np.zeros((10, 10, 10), dtype=bool)
     gt[:] = True  # 1000 voxels
@@ -121,6 +124,7 @@ def test_absolute_volume_difference_uses_anisotropic_voxel_volume():
 
 # --- Dice -----------------------------------------------------------------------------------------
 
+
 def test_dice_3d_is_one_global_dice_over_all_lesions():
     gt = line(10, (0, 4), (6, 10))  # 8 voxels in two lesions
     pred = line(10, (0, 4))  # 4 voxels, all correct
@@ -128,6 +132,7 @@ def test_dice_3d_is_one_global_dice_over_all_lesions():
 
 
 # --- lesion matching ------------------------------------------------------------------------------
+
 
 def test_split_prediction_gives_one_match_and_one_false_positive():
     gt = line(10, (0, 10))  # one lesion of 10 voxels
@@ -172,6 +177,7 @@ def test_pairs_are_matched_in_descending_iou_order():
 
 # --- bad input ---------------------------------------------------------------------------------
 
+
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="shapes differ"):
         isles24_case_metrics(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)), ISOTROPIC_MM)
@@ -204,6 +210,7 @@ def test_unknown_connectivity_and_threshold_raise():
 
 
 # --- cohort aggregation ------------------------------------------------------------------------
+
 
 def test_aggregate_reports_mean_median_sample_std_and_nan_counts():
     rows = [

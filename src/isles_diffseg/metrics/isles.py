@@ -63,7 +63,9 @@ def connectivity_structure(ndim: int, connectivity: int) -> np.ndarray:
         structure = ndimage.generate_binary_structure(ndim, rank)
         structures[int(structure.sum()) - 1] = structure
     if connectivity not in structures:
-        raise ValueError(f"connectivity for {ndim}D masks must be one of {sorted(structures)}, got {connectivity}")
+        raise ValueError(
+            f"connectivity for {ndim}D masks must be one of {sorted(structures)}, got {connectivity}"
+        )
     return structures[connectivity]
 
 
@@ -155,7 +157,9 @@ def absolute_volume_difference_ml(
     return abs(_volume_ml(gt_mask, spacing) - _volume_ml(pred_mask, spacing))
 
 
-def lesion_count_difference(pred: np.ndarray, gt: np.ndarray, connectivity: int = DEFAULT_CONNECTIVITY) -> int:
+def lesion_count_difference(
+    pred: np.ndarray, gt: np.ndarray, connectivity: int = DEFAULT_CONNECTIVITY
+) -> int:
     """``|#components(gt) - #components(pred)|`` with the given 3D connectivity."""
     pred_mask, gt_mask = _validated_3d_pair(pred, gt)
     return abs(label_lesions(gt_mask, connectivity)[1] - label_lesions(pred_mask, connectivity)[1])

@@ -117,7 +117,9 @@ def slice_dice_scores(pred: np.ndarray, gt: np.ndarray, axis: int = 2) -> np.nda
     return scores
 
 
-def mean_slice_dice(pred: np.ndarray, gt: np.ndarray, axis: int = 2, which: SliceSelection = "lesion") -> float:
+def mean_slice_dice(
+    pred: np.ndarray, gt: np.ndarray, axis: int = 2, which: SliceSelection = "lesion"
+) -> float:
     """Mean slice Dice over the slices chosen by ``which`` (see module docstring).
 
     ``"lesion"``: slices whose ground truth has foreground; NaN when the ground truth is empty,
