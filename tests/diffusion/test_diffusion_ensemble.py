@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from diffusion_oracle import OracleModel, make_clean_mask
 
 from isles_diffseg.diffusion import (
     GaussianDiffusion,
@@ -17,34 +18,39 @@ from isles_diffseg.diffusion import (
 )
 
 
+@pytest.fixture
+def clean_mask():
+    return make_clean_mask()
+
+
 def process():
     return GaussianDiffusion(get_beta_schedule("cosine", 1000))
 
 
-def test_ensemble_makes_one_model_call_per_step_for_all_members(oracle_model, clean_mask):
+def test_ensemble_makes_one_model_call_per_step_for_all_members(clean_mask):
     diffusion = process()
-    model = oracle_model(diffusion)
+    model = OracleModel(diffusion)
     probabilities = sample_ensemble(ddim_sample, diffusion, model, clean_mask, members=3, respacing="ddim10")
     assert probabilities.shape == (3, *clean_mask.shape)
     assert model.batch_sizes == [3 * clean_mask.shape[0]] * 10
 
 
-def test_max_batch_size_splits_the_repeated_batch(oracle_model, clean_mask):
+def test_max_batch_size_splits_the_repeated_batch(clean_mask):
     diffusion = process()
-    model = oracle_model(diffusion)
+    model = OracleModel(diffusion)
     sample_ensemble(
         ddim_sample, diffusion, model, clean_mask, members=3, max_batch_size=4, respacing="ddim10"
     )
     assert model.batch_sizes == [4] * 10 + [2] * 10
 
 
-def test_members_are_member_major_probabilities_of_their_own_image(oracle_model, clean_mask):
+def test_members_are_member_major_probabilities_of_their_own_image(clean_mask):
     diffusion = process()
     image = torch.cat([clean_mask, torch.randn_like(clean_mask)], dim=1)  # mask + an unrelated channel
     probabilities = sample_ensemble(
         ddpm_sample,
         diffusion,
-        oracle_model(diffusion),
+        OracleModel(diffusion),
         image,
         members=4,
         respacing="ddim10",
@@ -73,9 +79,9 @@ def test_members_get_independent_noise():
     assert not torch.allclose(probabilities[0], probabilities[1])
 
 
-def test_ensemble_rejects_own_noise_snapshots_and_bad_counts(oracle_model, clean_mask):
+def test_ensemble_rejects_own_noise_snapshots_and_bad_counts(clean_mask):
     diffusion = process()
-    model = oracle_model(diffusion)
+    model = OracleModel(diffusion)
     with pytest.raises(ValueError, match="noise"):
         sample_ensemble(ddim_sample, diffusion, model, clean_mask, members=2, noise=torch.zeros(4, 1, 4, 4))
     with pytest.raises(ValueError, match="snapshots"):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from diffusion_oracle import OracleModel, make_clean_mask
 
 from isles_diffseg.diffusion import (
     GaussianDiffusion,
@@ -13,32 +14,37 @@ from isles_diffseg.diffusion import (
 from isles_diffseg.diffusion.samplers import snapshot_positions
 
 
+@pytest.fixture
+def clean_mask():
+    return make_clean_mask()
+
+
 def process(model_output="epsilon", schedule="cosine", variance="fixed_small"):
     return GaussianDiffusion(get_beta_schedule(schedule, 1000), model_output=model_output, variance=variance)
 
 
 @pytest.mark.parametrize("kind", ["epsilon", "x0", "v"])
-def test_ddim_eta0_with_oracle_recovers_x0(kind, oracle_model, clean_mask):
+def test_ddim_eta0_with_oracle_recovers_x0(kind, clean_mask):
     diffusion = process(kind)
-    result = ddim_sample(diffusion, oracle_model(diffusion), clean_mask, respacing="ddim50")
+    result = ddim_sample(diffusion, OracleModel(diffusion), clean_mask, respacing="ddim50")
     assert result.sample.shape == clean_mask.shape and result.sample.dtype == torch.float32
     torch.testing.assert_close(result.sample, clean_mask, atol=1e-5, rtol=0)
     assert result.snapshots_xt is None and result.snapshot_timesteps == ()
 
 
-def test_ddim_over_the_full_chain_recovers_x0(oracle_model, clean_mask):
+def test_ddim_over_the_full_chain_recovers_x0(clean_mask):
     diffusion = process("v", schedule="linear")
-    result = ddim_sample(diffusion, oracle_model(diffusion), clean_mask, respacing=None)
+    result = ddim_sample(diffusion, OracleModel(diffusion), clean_mask, respacing=None)
     torch.testing.assert_close(result.sample, clean_mask, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("kind", ["epsilon", "v"])
-def test_ddim_eta0_follows_the_deterministic_trajectory_of_its_initial_noise(kind, oracle_model, clean_mask):
+def test_ddim_eta0_follows_the_deterministic_trajectory_of_its_initial_noise(kind, clean_mask):
     # With the true noise, DDIM (eta=0) keeps eps fixed: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps_T.
     diffusion = process(kind)
     x_T = torch.randn(clean_mask.shape, generator=torch.Generator().manual_seed(3))
     result = ddim_sample(
-        diffusion, oracle_model(diffusion), clean_mask, respacing="ddim50", noise=x_T, snapshots=6
+        diffusion, OracleModel(diffusion), clean_mask, respacing="ddim50", noise=x_T, snapshots=6
     )
     first = torch.tensor([space_timesteps(1000, "ddim50")[-1]])  # the chain starts at t=980, not 999
     eps_T = diffusion.predict_eps_from_x0(x_T.double(), first, clean_mask.double())
@@ -52,10 +58,10 @@ def test_ddim_eta0_follows_the_deterministic_trajectory_of_its_initial_noise(kin
         torch.testing.assert_close(x0, clean_mask, atol=1e-3, rtol=0)
 
 
-def test_snapshots_are_labelled_with_evenly_spaced_original_timesteps(oracle_model, clean_mask):
+def test_snapshots_are_labelled_with_evenly_spaced_original_timesteps(clean_mask):
     diffusion = process()
     kept = space_timesteps(1000, "ddim50")
-    result = ddim_sample(diffusion, oracle_model(diffusion), clean_mask, snapshots=5)
+    result = ddim_sample(diffusion, OracleModel(diffusion), clean_mask, snapshots=5)
     assert result.snapshot_timesteps == (980, 740, 500, 240, 0)
     assert set(result.snapshot_timesteps) <= set(kept)
     assert result.snapshots_xt.shape == result.snapshots_x0.shape == (5, *clean_mask.shape)
@@ -66,21 +72,21 @@ def test_snapshots_are_labelled_with_evenly_spaced_original_timesteps(oracle_mod
 
 
 @pytest.mark.parametrize("spec", ["ddim50", "10,10,30", None])
-def test_samplers_pass_original_timesteps_to_the_model(spec, oracle_model, clean_mask):
+def test_samplers_pass_original_timesteps_to_the_model(spec, clean_mask):
     diffusion = process()
     expected = list(reversed(space_timesteps(1000, spec) if spec else range(1000)))
     for sampler in (ddim_sample, ddpm_sample):
-        model = oracle_model(diffusion)
+        model = OracleModel(diffusion)
         sampler(diffusion, model, clean_mask, respacing=spec)
         assert [int(t[0]) for t in model.timesteps] == expected
         assert all(t.dtype == torch.long and t.shape == (2,) for t in model.timesteps)
 
 
-def test_ddpm_with_oracle_lands_on_x0(oracle_model, clean_mask):
+def test_ddpm_with_oracle_lands_on_x0(clean_mask):
     diffusion = process("x0")
     generator = torch.Generator().manual_seed(0)
     result = ddpm_sample(
-        diffusion, oracle_model(diffusion), clean_mask, respacing="ddim50", generator=generator
+        diffusion, OracleModel(diffusion), clean_mask, respacing="ddim50", generator=generator
     )
     torch.testing.assert_close(result.sample, clean_mask, atol=1e-5, rtol=0)
 
@@ -93,14 +99,14 @@ def test_ddpm_with_oracle_lands_on_x0(oracle_model, clean_mask):
         (ddim_sample, {"eta": 1.0}),
     ],
 )
-def test_stochastic_chains_with_oracle_keep_the_forward_marginals(sampler, options, oracle_model):
+def test_stochastic_chains_with_oracle_keep_the_forward_marginals(sampler, options):
     # With the true x0, each step draws from q(x_{t-1} | x_t, x0) of the (respaced) chain, so every state
     # is distributed as q(x_t | x0) = N(sqrt(abar) x0, 1 - abar). A wrong variance breaks this.
     diffusion = process()
     clean = torch.full((8, 1, 32, 32), 0.5)
     result = sampler(
         diffusion,
-        oracle_model(diffusion),
+        OracleModel(diffusion),
         clean,
         generator=torch.Generator().manual_seed(1),
         snapshots=5,
@@ -113,13 +119,13 @@ def test_stochastic_chains_with_oracle_keep_the_forward_marginals(sampler, optio
         assert residual.var().item() == pytest.approx(1 - alpha_bar, rel=0.08)
 
 
-def test_ddpm_fixed_large_adds_more_noise_than_fixed_small(oracle_model):
+def test_ddpm_fixed_large_adds_more_noise_than_fixed_small():
     clean = torch.zeros(4, 1, 16, 16)
     spread = {}
     for variance in ("fixed_small", "fixed_large"):
         diffusion = process(variance=variance)
         result = ddpm_sample(
-            diffusion, oracle_model(diffusion), clean, respacing="ddim50", snapshots=50,
+            diffusion, OracleModel(diffusion), clean, respacing="ddim50", snapshots=50,
             generator=torch.Generator().manual_seed(2),
         )  # fmt: skip
         spread[variance] = result.snapshots_xt[-1].std().item()  # state entering the last step (t=20)

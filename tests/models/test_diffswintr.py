@@ -125,7 +125,9 @@ def test_bf16_autocast_forward_with_shifted_windows_is_finite():
 
 
 @pytest.mark.parametrize(("height", "width", "window"), [(8, 8, 4), (16, 16, 8), (8, 16, 4)])
-def test_shifted_window_mask_allows_exactly_the_pairs_that_were_neighbours_before_the_shift(height, width, window):
+def test_shifted_window_mask_allows_exactly_the_pairs_that_were_neighbours_before_the_shift(
+    height, width, window
+):
     shift = window // 2
     mask = shifted_window_mask(height, width, window, shift)
     assert mask.shape == ((height // window) * (width // window), window * window, window * window)

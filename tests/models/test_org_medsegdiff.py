@@ -107,7 +107,7 @@ def test_forward_and_backward_at_small_size(name):
 
 def test_diffusion_loss_alone_trains_the_highway_features_but_not_its_calibration_head():
     model = wake_zero_initialised(small_model(TINY))
-    x_t, t, image = inputs(64)
+    x_t, t, image = inputs(32)
     F.mse_loss(model(x_t, t, image)["output"], torch.randn_like(x_t)).backward()
     highway = model.highway
     for name, parameter in highway.named_parameters():
@@ -121,7 +121,7 @@ def test_calibration_logits_are_raw_and_a_bce_step_moves_them():
     model = small_model(TINY)
     with torch.no_grad():
         model.highway.calibration_head.weight.mul_(50.0)
-    x_t, t, image = inputs(64)
+    x_t, t, image = inputs(32)
     logits = model(x_t, t, image)["calibration_logits"]
     assert logits.min() < -1.0 and logits.max() > 2.0  # a clamp to [0, 1] would forbid both
 
@@ -139,7 +139,7 @@ def test_calibration_logits_are_raw_and_a_bce_step_moves_them():
 
 def test_output_changes_with_t_alone_and_with_image_alone():
     model = wake_zero_initialised(small_model(TINY)).eval()
-    x_t, t, image = inputs(64)
+    x_t, t, image = inputs(32)
     with torch.no_grad():
         reference = model(x_t, t, image)["output"]
         other_t = model(x_t, (t + 250) % 1000, image)["output"]
@@ -153,7 +153,7 @@ def test_output_changes_with_t_alone_and_with_image_alone():
 def test_training_mode_is_deterministic_and_builds_nothing_in_forward():
     model = wake_zero_initialised(small_model(TINY)).train()
     names_before = list(model.state_dict())
-    x_t, t, image = inputs(64)
+    x_t, t, image = inputs(32)
     first, second = model(x_t, t, image), model(x_t, t, image)
     assert list(model.state_dict()) == names_before
     assert all(torch.equal(first[key], second[key]) for key in first)
@@ -169,7 +169,7 @@ def test_bf16_autocast_forward_is_finite():
 
 def test_without_highway_the_output_tensor_is_returned():
     model = small_model(TINY, use_highway=False)
-    x_t, t, image = inputs(64)
+    x_t, t, image = inputs(32)
     out = model(x_t, t, image)
     assert isinstance(out, torch.Tensor) and out.shape == x_t.shape
     assert model.highway is None

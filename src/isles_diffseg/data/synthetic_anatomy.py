@@ -140,13 +140,13 @@ class FieldGrid:
         and interpolated here, so a 40 mm bias field costs no more than a 4 mm sulcal one.
         """
         draw_spacing = max(self.spacing_mm, correlation_mm / 3.0)
-        halves = [float(v[-1]) for v in self.vectors]
-        draw_axes = tuple(_centred_axis(h, draw_spacing) for h in halves)
+        coarser = draw_spacing > self.spacing_mm
+        draw_axes = tuple(_centred_axis(float(v[-1]), draw_spacing) for v in self.vectors) if coarser else self.vectors
         white = rng.standard_normal(tuple(a.size for a in draw_axes)).astype(np.float32)
         field = ndimage.gaussian_filter(white, sigma=correlation_mm / draw_spacing, mode="reflect")
         field -= field.mean()
         field /= max(float(field.std()), 1e-12)
-        if draw_spacing > self.spacing_mm:
+        if coarser:
             field = resample_linear(field, draw_axes, self.vectors)
         return field
 

@@ -42,8 +42,9 @@ class LesionMix:
     n_empty: int = 1
     small_fraction: float = 0.3
     large_half_angle_deg: tuple[float, float] = (40.0, 60.0)
-    small_half_angle_deg: tuple[float, float] = (22.0, 32.0)
+    small_half_angle_deg: tuple[float, float] = (20.0, 30.0)
     reperfusion_beta: tuple[float, float] = (2.0, 2.0)
+    min_lesion_ml: float = 0.5
 
     @classmethod
     def from_mapping(cls, values: Mapping | None) -> LesionMix:
@@ -102,7 +103,7 @@ def plan_occlusion(kind: LesionKind, rng: np.random.Generator, mix: LesionMix) -
     half_angle = rng.uniform(*mix.large_half_angle_deg)
     if kind is LesionKind.SMALL:
         # A distal branch: start part of the way out and turn the branch somewhat.
-        origin = origin + rng.uniform(22.0, 34.0) * np.array(_unit(axis))
+        origin = origin + rng.uniform(8.0, 18.0) * np.array(_unit(axis))
         axis = axis + np.array([0.0, rng.uniform(-0.6, 0.6), rng.uniform(-0.3, 0.5)])
         half_angle = rng.uniform(*mix.small_half_angle_deg)
     return OcclusionPlan(
@@ -161,12 +162,12 @@ def ischemia_fields(plan: OcclusionPlan | None, grid: FieldGrid, rng: np.random.
     hemisphere = np.clip((plan.side * lr - 3.0) / 3.0, 0.0, 1.0).astype(np.float32)
     territory = territory_coordinate(plan, grid) + 0.15 * grid.smooth_noise(rng, correlation_mm=10.0)
 
-    core_profile = np.clip(1.0 - territory, 0.0, 1.0) ** 0.7
-    flow_deficit = core_profile * (1.0 - 0.35 * plan.collateral) + 0.06 * grid.smooth_noise(rng, 6.0)
+    core_profile = np.clip(1.0 - territory, 0.0, 1.0) ** 0.5
+    flow_deficit = core_profile * (1.0 - 0.25 * plan.collateral) + 0.06 * grid.smooth_noise(rng, 6.0)
     flow_deficit = np.clip(flow_deficit, 0.0, 1.0) * hemisphere
 
-    oligaemia = np.clip((1.3 - territory) / 0.3, 0.0, 1.0) * hemisphere
-    tmax_delay = (3.5 + 3.0 * plan.collateral) * oligaemia + 11.0 * flow_deficit
+    oligaemia = np.clip((1.15 - territory) / 0.3, 0.0, 1.0) * hemisphere
+    tmax_delay = (3.2 + 2.5 * plan.collateral) * oligaemia + 11.0 * flow_deficit
 
     cbf_factor = 1.0 - 0.9 * _smoothstep(0.1, 1.0, flow_deficit)
     # Penumbral autoregulation dilates vessels (CBV up, more with good collaterals); the core collapses.
@@ -176,7 +177,7 @@ def ischemia_fields(plan: OcclusionPlan | None, grid: FieldGrid, rng: np.random.
     )
     ncct_change = -4.0 * _smoothstep(0.7, 1.0, flow_deficit)
 
-    tau = 0.3 + 0.45 * plan.reperfusion
+    tau = 0.25 + 0.45 * plan.reperfusion
     infarct_margin = flow_deficit - tau + 0.08 * grid.smooth_noise(rng, 8.0)
     infarct_margin = np.where(hemisphere > 0, infarct_margin, -1.0)
     as32 = [np.asarray(a, dtype=np.float32) for a in (cbf_factor, cbv_factor, tmax_delay, ncct_change)]

@@ -114,7 +114,7 @@ class GaussianDiffusion:
         alphas_cumprod = np.cumprod(alphas)
         alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
         posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
-        # posterior_variance[0] is 0 (x_0 is deterministic given x_1 and x_0); its log is only ever
+        # posterior_variance[0] is 0 (q(x_0 | x_1, x_0) is a point mass); its log is only ever
         # used behind a t > 0 mask, so the usual trick substitutes step 1's value to stay finite.
         first_variance = posterior_variance[1] if steps > 1 else betas[0]
         posterior_log_variance_clipped = np.log(np.append(first_variance, posterior_variance[1:]))

@@ -142,6 +142,8 @@ def _run_chain(
 ) -> SampleResult:
     if image.ndim < 3:
         raise ValueError(f"image must be (B, C, *spatial), got shape {tuple(image.shape)}")
+    if mask_channels < 1:
+        raise ValueError(f"mask_channels must be >= 1, got {mask_channels}")
     if amp_dtype is not None and amp_dtype not in AMP_DTYPES:
         raise ValueError(f"amp_dtype must be None or one of {AMP_DTYPES}, got {amp_dtype}")
     device = image.device

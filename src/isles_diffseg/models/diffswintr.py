@@ -26,7 +26,9 @@ def _conv_norm_act(in_channels: int, out_channels: int, kernel: int = 3, stride:
     # GroupNorm instead of the original InstanceNorm: the deepest map is 1x1 at small image
     # sizes, where instance statistics are undefined.
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=(kernel - 1) // 2 if stride == 1 else 0),
+        nn.Conv2d(
+            in_channels, out_channels, kernel, stride=stride, padding=(kernel - 1) // 2 if stride == 1 else 0
+        ),
         GroupNorm32(math.gcd(8, out_channels), out_channels),
         nn.LeakyReLU(0.2, inplace=True),
     )
@@ -101,15 +103,19 @@ class DiffSwinTr(nn.Module):
         super().__init__()
         num_stages = len(depths)
         if num_stages < 1 or len(num_heads) != num_stages:
-            raise ValueError(f"depths and num_heads need one entry per stage, got {list(depths)} and {list(num_heads)}")
+            raise ValueError(
+                f"depths and num_heads need one entry per stage, got {list(depths)} and {list(num_heads)}"
+            )
+        if min(patch_size, window_size, embed_dim) < 1:
+            raise ValueError("patch_size, window_size and embed_dim must be >= 1")
         divisor = patch_size * 2 ** (num_stages - 1)
         if image_size < 1 or image_size % divisor:
             raise ValueError(
                 f"image_size={image_size} is not a positive multiple of patch_size * 2**{num_stages - 1} = {divisor}"
             )
-        for stage, heads in enumerate(num_heads):
-            if (embed_dim * 2**stage) % heads:
-                raise ValueError(f"stage {stage}: {heads} heads do not divide dim {embed_dim * 2**stage}")
+        for level, heads in enumerate(num_heads):
+            if (embed_dim * 2**level) % heads:
+                raise ValueError(f"stage {level}: {heads} heads do not divide dim {embed_dim * 2**level}")
         self.image_size, self.patch_size = image_size, patch_size
         self.image_channels, self.mask_channels = image_channels, mask_channels
 
@@ -120,14 +126,20 @@ class DiffSwinTr(nn.Module):
         encoder_rates = [rates[sum(depths[:stage]) : sum(depths[: stage + 1])] for stage in range(num_stages)]
 
         self.time_embedding = TimestepEmbedding(time_embed_dim, frequency_dim=time_frequency_dim)
-        self.patch_embedding = nn.Conv2d(image_channels + mask_channels, embed_dim, patch_size, stride=patch_size)
+        self.patch_embedding = nn.Conv2d(
+            image_channels + mask_channels, embed_dim, patch_size, stride=patch_size
+        )
         self.patch_norm = LayerNorm32(embed_dim)
         self.conditional_encoder = (
-            ConditionalEncoder(image_channels, embed_dim, num_stages, patch_size) if use_conditional_encoder else None
+            ConditionalEncoder(image_channels, embed_dim, num_stages, patch_size)
+            if use_conditional_encoder
+            else None
         )
 
         def stage(index: int, drop_paths: list[float]) -> SwinStage:
-            return SwinStage(dims[index], num_heads[index], grids[index], window_size, drop_paths, mlp_ratio, qkv_bias)
+            return SwinStage(
+                dims[index], num_heads[index], grids[index], window_size, drop_paths, mlp_ratio, qkv_bias
+            )
 
         self.merges = nn.ModuleList(PatchMerging(dims[index]) for index in range(num_stages - 1))
         self.encoder = nn.ModuleList(stage(index, encoder_rates[index]) for index in range(num_stages))

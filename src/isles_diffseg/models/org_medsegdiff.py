@@ -48,11 +48,11 @@ class ResBlock(nn.Module):
         self.embedding_projection = nn.Sequential(nn.SiLU(), nn.Linear(embedding_dim, 2 * out_channels))
         self.out_norm = unet_norm(out_channels)
         self.out_layers = nn.Sequential(
-            nn.SiLU(), nn.Dropout(dropout), zero_initialised(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            zero_initialised(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
         )
-        self.skip = (
-            nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
-        )
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         h = self.in_layers(x)
@@ -232,7 +232,12 @@ class OrgMedSegDiff(nn.Module):
         return {"output": output, "calibration_logits": calibration_logits}
 
     def _check_inputs(self, x_t: torch.Tensor, t: torch.Tensor, image: torch.Tensor) -> None:
-        if x_t.ndim != 4 or image.ndim != 4 or x_t.shape[0] != image.shape[0] or x_t.shape[2:] != image.shape[2:]:
+        if (
+            x_t.ndim != 4
+            or image.ndim != 4
+            or x_t.shape[0] != image.shape[0]
+            or x_t.shape[2:] != image.shape[2:]
+        ):
             raise ValueError(
                 f"x_t and image must be (B, C, H, W) with equal B, H, W; got {tuple(x_t.shape)} and {tuple(image.shape)}"
             )

@@ -57,7 +57,9 @@ class HighwayUNet(nn.Module):
         widths = [min(base_channels * 2**level, max_channels) for level in range(depth + 1)]
         self.encoder = nn.ModuleList(
             nn.Sequential(
-                ConvNormAct(in_channels if level == 0 else widths[level - 1], width, stride=1 if level == 0 else 2),
+                ConvNormAct(
+                    in_channels if level == 0 else widths[level - 1], width, stride=1 if level == 0 else 2
+                ),
                 ConvNormAct(width, width),
             )
             for level, width in enumerate(widths)
@@ -67,7 +69,10 @@ class HighwayUNet(nn.Module):
             for level in range(depth, 0, -1)
         )
         self.decoder = nn.ModuleList(
-            nn.Sequential(ConvNormAct(2 * widths[level - 1], widths[level - 1]), ConvNormAct(widths[level - 1], widths[level - 1]))
+            nn.Sequential(
+                ConvNormAct(2 * widths[level - 1], widths[level - 1]),
+                ConvNormAct(widths[level - 1], widths[level - 1]),
+            )
             for level in range(depth, 0, -1)
         )
         self.calibration_head = nn.Conv2d(widths[0], 1, kernel_size=1)

@@ -59,7 +59,7 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> tor
     cols = torch.arange(width) >= width - shift
     region = (rows[:, None].long() * 2 + cols[None, :].long())[None, :, :, None]
     region = window_partition(region, window)[..., 0]  # (1, num_windows, N)
-    return (region[0, :, :, None] == region[0, :, None, :])
+    return region[0, :, :, None] == region[0, :, None, :]
 
 
 class WindowAttention(nn.Module):
@@ -90,7 +90,11 @@ class WindowAttention(nn.Module):
             bias = bias.masked_fill(~mask[:, None], float("-inf"))
         bias = bias.reshape(1, num_windows * self.num_heads, n, n).to(qkv.dtype)
         out = safe_attention(qkv[0], qkv[1], qkv[2], bias)
-        out = out.reshape(b, num_windows, self.num_heads, n, head_dim).transpose(2, 3).reshape(b, num_windows, n, c)
+        out = (
+            out.reshape(b, num_windows, self.num_heads, n, head_dim)
+            .transpose(2, 3)
+            .reshape(b, num_windows, n, c)
+        )
         return self.projection(out)
 
 

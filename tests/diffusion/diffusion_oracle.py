@@ -1,8 +1,10 @@
-"""Shared dummy models for the diffusion tests."""
+"""Oracle model and a clean mask shared by the diffusion sampler and ensemble tests.
+
+A plain helper module (not a conftest.py): other test folders import their own ``conftest`` by name.
+"""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import Tensor
 
@@ -41,14 +43,7 @@ class OracleModel(torch.nn.Module):
         return out.float()
 
 
-@pytest.fixture
-def oracle_model():
-    """Factory: ``oracle_model(full_process, mask_channels=1)``."""
-    return OracleModel
-
-
-@pytest.fixture
-def clean_mask() -> Tensor:
+def make_clean_mask() -> Tensor:
     """A (2, 1, 4, 4) signal-space mask with values spread over [-1, 1]."""
     generator = torch.Generator().manual_seed(0)
     return torch.rand(2, 1, 4, 4, generator=generator) * 2 - 1

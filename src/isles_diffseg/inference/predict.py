@@ -1,0 +1,70 @@
+"""Per-slice lesion probabilities from a diffusion denoiser (ensemble of DDIM/DDPM samples) or a UNet."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from isles_diffseg.diffusion import GaussianDiffusion, ddim_sample, ddpm_sample, sample_ensemble
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None, None: None}
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How to sample: from a diffusion variant (``conf/base/variants/diffusion``), overridable."""
+
+    sampler: str = "ddim"
+    respacing: str | int | None = "ddim50"
+    eta: float = 0.0
+    clip_x0: bool = True
+
+    @classmethod
+    def from_variant(cls, variant: Mapping[str, Any]) -> SamplerConfig:
+        if variant.get("sampler", "ddim") not in ("ddim", "ddpm"):
+            raise ValueError(f"diffusion variant sampler must be 'ddim' or 'ddpm', got {variant['sampler']!r}")
+        return cls(variant.get("sampler", "ddim"), variant.get("respacing"), float(variant.get("eta", 0.0)),
+                   bool(variant.get("clip_x0", True)))
+
+
+def build_diffusion(variant: Mapping[str, Any]) -> GaussianDiffusion:
+    return GaussianDiffusion.from_schedule(
+        variant.get("schedule", "cosine"),
+        int(variant.get("num_timesteps", 1000)),
+        variant.get("model_output", "epsilon"),
+        variant.get("variance", "fixed_small"),
+    )
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: nn.Module,
+    image: Tensor,
+    *,
+    kind: str,
+    diffusion: GaussianDiffusion | None = None,
+    sampler: SamplerConfig | None = None,
+    members: int = 1,
+    amp_dtype: torch.dtype | None = None,
+    generator: torch.Generator | None = None,
+    max_batch_size: int | None = None,
+) -> Tensor:
+    """Probabilities (N, B, 1, H, W): N ensemble members for a diffusion model, N = 1 for a UNet."""
+    if kind == "discriminative":
+        with torch.autocast(device_type=image.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(None, None, image)
+        return torch.sigmoid(logits.float())[None]
+    if kind != "diffusion":
+        raise ValueError(f"kind must be 'diffusion' or 'discriminative', got {kind!r}")
+    if diffusion is None or sampler is None:
+        raise ValueError("diffusion models need a diffusion process and a sampler configuration")
+    sample_fn = ddim_sample if sampler.sampler == "ddim" else ddpm_sample
+    options: dict[str, Any] = {"respacing": sampler.respacing, "clip_x0": sampler.clip_x0,
+                               "amp_dtype": amp_dtype, "generator": generator}
+    if sampler.sampler == "ddim":
+        options["eta"] = sampler.eta
+    return sample_ensemble(sample_fn, diffusion, model, image, members=members, max_batch_size=max_batch_size, **options)

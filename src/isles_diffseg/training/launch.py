@@ -1,0 +1,111 @@
+"""From slice store + folds + parameters to a finished :class:`Trainer` run (single process or torchrun).
+
+Kept free of Kedro so the same path serves the Kedro node, the ``isles_diffseg.train`` command and
+the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from isles_diffseg.data.slice_store import SliceStore
+from isles_diffseg.training.checkpoints import load_checkpoint
+from isles_diffseg.training.distributed import DistContext
+from isles_diffseg.training.mlflow_sink import MlflowSink
+from isles_diffseg.training.run_config import RunConfig, resolve_run_config
+from isles_diffseg.training.trainer import Trainer, TrainingResult
+from isles_diffseg.training.validation import select_validation_cases
+
+logger = logging.getLogger(__name__)
+
+
+def training_rows(store: SliceStore, folds: pd.DataFrame) -> tuple:
+    """Rows of the training cases kept by the lesion-free policy, and the validation case table."""
+    if "role" not in folds:
+        raise ValueError("case_folds has no 'role' column; re-run the splits pipeline")
+    train_cases = set(folds.loc[folds["role"] == "train", "case_id"])
+    index = store.index
+    rows = index.loc[index["case_id"].isin(train_cases) & index["train_keep"], "row"].to_numpy()
+    val = folds[(folds["role"] == "val") & folds["case_id"].isin(store.case_ids)]
+    return rows, val
+
+
+def find_resume_checkpoint(resume: str, output_dir: Path) -> Path:
+    """``training.resume``: a checkpoint file, a run folder, or a run name under ``output_dir``."""
+    candidate = Path(resume)
+    for path in (candidate, candidate / "checkpoints" / "latest.pt", output_dir / resume / "checkpoints" / "latest.pt"):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"training.resume={resume!r}: no checkpoint file, run folder or run name under {output_dir}")
+
+
+def prepare_run(store: SliceStore, training: Mapping[str, Any], variants: Mapping[str, Any]) -> tuple[RunConfig, Path | None]:
+    output_dir = Path(training.get("output_dir") or "data/06_models")
+    if training.get("resume"):
+        checkpoint = find_resume_checkpoint(str(training["resume"]), output_dir)
+        config = RunConfig.from_dict(load_checkpoint(checkpoint)["config"])
+        if training.get("max_steps"):
+            config.recipe["max_steps"] = int(training["max_steps"])  # extending a run is allowed
+        return config, checkpoint
+    config = resolve_run_config(training, variants, image_channels=store.image_channels, image_size=store.image_size)
+    return config, None
+
+
+def run_in_process(
+    store: SliceStore, folds: pd.DataFrame, config: RunConfig, output_dir: Path, resume_from: Path | None,
+    dist_ctx: DistContext | None = None,
+) -> TrainingResult:
+    rows, val = training_rows(store, folds)
+    val_cases = select_validation_cases(val, config.recipe.get("val_max_cases"))
+    logger.info("Training %s on %d slices of %d cases; validating on %d cases", config.run_name, len(rows),
+                folds["role"].eq("train").sum(), len(val_cases))
+    trainer = Trainer(config, store, rows, val_cases, output_dir / config.run_name, sink=MlflowSink(),
+                      dist_ctx=dist_ctx, resume_from=resume_from)
+    return trainer.fit()
+
+
+def launch_training(store: SliceStore, folds: pd.DataFrame, training: Mapping[str, Any], variants: Mapping[str, Any]) -> TrainingResult:
+    """Train in this process, or with ``training.num_gpus > 1`` in a torchrun child (DDP, one process per GPU)."""
+    config, resume_from = prepare_run(store, training, variants)
+    output_dir = Path(training.get("output_dir") or "data/06_models")
+    num_gpus = int(training.get("num_gpus") or 1)
+    if num_gpus <= 1:
+        return run_in_process(store, folds, config, output_dir, resume_from)
+    return run_torchrun(store, folds, config, output_dir, resume_from, num_gpus)
+
+
+def run_torchrun(store: SliceStore, folds: pd.DataFrame, config: RunConfig, output_dir: Path,
+                 resume_from: Path | None, num_gpus: int) -> TrainingResult:
+    """Stage the job as JSON and run ``torchrun -m isles_diffseg.train --job``; this process never touches CUDA."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        job = Path(tmp) / "job.json"
+        folds_path = Path(tmp) / "folds.csv"
+        folds.to_csv(folds_path, index=False)
+        job.write_text(json.dumps({
+            "store": str(store.path.resolve()), "folds": str(folds_path), "config": config.to_dict(),
+            "output_dir": str(output_dir.resolve()), "resume_from": str(resume_from) if resume_from else None,
+        }, default=str))
+        env = dict(os.environ)
+        if mlflow.active_run() is not None:  # rank 0 logs into the Kedro run
+            env["MLFLOW_RUN_ID"] = mlflow.active_run().info.run_id
+            env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_gpus}",
+                   "-m", "isles_diffseg.train", "--job", str(job)]
+        logger.info("Launching %s", " ".join(command))
+        subprocess.run(command, check=True, env=env)
+    summary = json.loads((output_dir / config.run_name / "result.json").read_text())
+    history = pd.read_csv(output_dir / config.run_name / "history.csv").to_dict("records") \
+        if (output_dir / config.run_name / "history.csv").stat().st_size > 1 else []
+    return TrainingResult(**summary, history=history)

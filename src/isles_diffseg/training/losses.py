@@ -1,0 +1,127 @@
+"""Training objectives, built from ``conf/base/variants/loss/<name>.yml``.
+
+Diffusion losses (``kind: diffusion``) start from the per-sample MSE of
+:meth:`GaussianDiffusion.training_terms` and may add, on the model's x0 estimate:
+
+- soft Dice and BCE, read as logits ``aux_logit_scale * x0`` (x0 = +-1 is a confident 1/0) so
+  their gradients never die on a clamp; each sample is weighted by alpha_bar(t), the signal
+  fraction of x_t. At very noisy steps x0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab) amplifies errors by up
+  to ~1/sqrt(ab) (10^2 for the cosine schedule), which is what blew up the earlier auxiliary
+  gradients; the alpha_bar weight bounds that factor by sqrt(ab (1 - ab)) <= 1/2. The auxiliary
+  weight ramps in linearly over ``aux_warmup_steps``;
+- BCE-with-logits on a calibration head's logits (``org_medsegdiff``), unclamped.
+
+The discriminative loss (``kind: discriminative``) is soft Dice + BCE on a segmentation UNet's logits.
+Dice is computed per sample, then averaged (never one Dice over the whole batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from isles_diffseg.diffusion import GaussianDiffusion
+from isles_diffseg.diffusion.gaussian import TrainingTerms
+
+_DIFFUSION_KEYS = {"kind", "name", "description", "token", "mse_weight", "dice_weight", "bce_weight",
+                   "aux_warmup_steps", "aux_logit_scale", "noise_weighting", "calibration_weight", "dice_smooth"}
+_DISCRIMINATIVE_KEYS = {"kind", "name", "description", "token", "dice_weight", "bce_weight", "dice_smooth"}
+
+
+def soft_dice_per_sample(probabilities: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
+    """1 - soft Dice for each sample of a (B, ...) batch, shape (B,)."""
+    p, g = probabilities.flatten(1), target.flatten(1)
+    dice = (2 * (p * g).sum(1) + smooth) / (p.sum(1) + g.sum(1) + smooth)
+    return 1 - dice
+
+
+def _check_keys(config: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = set(config) - allowed
+    if unknown:
+        raise ValueError(f"loss variant {config.get('name', '?')!r}: unknown keys {sorted(unknown)}")
+
+
+@dataclass(frozen=True)
+class DiffusionLoss:
+    """MSE on the diffusion target plus optional x0 auxiliaries and a calibration term."""
+
+    mse_weight: float = 1.0
+    dice_weight: float = 0.0
+    bce_weight: float = 0.0
+    aux_warmup_steps: int = 0
+    aux_logit_scale: float = 4.0
+    noise_weighting: str = "alpha_bar"  # alpha_bar | none
+    calibration_weight: float = 0.0
+    dice_smooth: float = 1.0
+
+    kind = "diffusion"
+
+    def aux_ramp(self, step: int) -> float:
+        if self.aux_warmup_steps <= 0:
+            return 1.0
+        return min(1.0, step / self.aux_warmup_steps)
+
+    def __call__(self, terms: TrainingTerms, mask: Tensor, diffusion: GaussianDiffusion, step: int) -> dict[str, Tensor]:
+        """Loss components (scalars); ``loss`` is the weighted total that is back-propagated."""
+        out = {"mse": terms["mse"].mean()}
+        total = self.mse_weight * out["mse"]
+        if self.dice_weight or self.bce_weight:
+            weight = (
+                diffusion.alpha_bar(terms["t"]) if self.noise_weighting == "alpha_bar"
+                else torch.ones_like(terms["mse"])
+            )
+            logits = self.aux_logit_scale * terms["pred_x0"].float()
+            bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none").flatten(1).mean(1)
+            dice = soft_dice_per_sample(torch.sigmoid(logits), mask, self.dice_smooth)
+            out["aux_dice"] = (weight * dice).mean()
+            out["aux_bce"] = (weight * bce).mean()
+            ramp = self.aux_ramp(step)
+            out["aux_ramp"] = torch.tensor(ramp)
+            total = total + ramp * (self.dice_weight * out["aux_dice"] + self.bce_weight * out["aux_bce"])
+        if self.calibration_weight:
+            if "calibration_logits" not in terms["extras"]:
+                raise ValueError("loss needs a calibration head, but the model returned no 'calibration_logits'")
+            calibration = terms["extras"]["calibration_logits"].float()
+            out["calibration_bce"] = F.binary_cross_entropy_with_logits(calibration, mask)
+            total = total + self.calibration_weight * out["calibration_bce"]
+        out["loss"] = total
+        return out
+
+
+@dataclass(frozen=True)
+class SegmentationLoss:
+    """Soft Dice + BCE on logits, for the deterministic baseline."""
+
+    dice_weight: float = 1.0
+    bce_weight: float = 1.0
+    dice_smooth: float = 1.0
+
+    kind = "discriminative"
+
+    def __call__(self, logits: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        logits = logits.float()
+        out = {
+            "dice": soft_dice_per_sample(torch.sigmoid(logits), mask, self.dice_smooth).mean(),
+            "bce": F.binary_cross_entropy_with_logits(logits, mask),
+        }
+        out["loss"] = self.dice_weight * out["dice"] + self.bce_weight * out["bce"]
+        return out
+
+
+def build_loss(config: Mapping[str, Any]) -> DiffusionLoss | SegmentationLoss:
+    kind = config.get("kind")
+    drop = {"kind", "name", "description", "token"}
+    if kind == "diffusion":
+        _check_keys(config, _DIFFUSION_KEYS)
+        if config.get("noise_weighting", "alpha_bar") not in ("alpha_bar", "none"):
+            raise ValueError(f"noise_weighting must be 'alpha_bar' or 'none', got {config['noise_weighting']!r}")
+        return DiffusionLoss(**{k: v for k, v in config.items() if k not in drop})
+    if kind == "discriminative":
+        _check_keys(config, _DISCRIMINATIVE_KEYS)
+        return SegmentationLoss(**{k: v for k, v in config.items() if k not in drop})
+    raise ValueError(f"loss variant {config.get('name', '?')!r}: kind must be 'diffusion' or 'discriminative', got {kind!r}")
