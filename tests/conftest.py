@@ -124,3 +124,34 @@ def run_kedro(project: Path, pipeline: str, runtime_params: dict | None = None) 
         # kedro-mlflow leaves its run active in this process; a CLI run would end it at exit.
         while mlflow.active_run():
             mlflow.end_run()
+
+
+def build_tiny_slice_store(path: Path, n_cases: int = 6, n_slices: int = 4, size: int = 16, seed: int = 0):
+    """A slice store of blob-shaped lesions whose CBF/Tmax channels show them (learnable in a few steps)."""
+    import pandas as pd
+
+    from isles_diffseg.data.slice_store import CaseSlices, SliceStoreWriter
+    from isles_diffseg.data.slicing import SliceGeometry
+
+    rng = np.random.default_rng(seed)
+    writer = SliceStoreWriter(path, n_slices=n_cases * n_slices, channels=2, image_size=size,
+                              meta={"modalities": ["cbf", "tmax"], "window_preset": "baseline", "context_slices": 0,
+                                    "channel_layout": "slice_major", "mask_interpolation": "rebinarise"})
+    yy, xx = np.mgrid[:size, :size]
+    case_ids = []
+    for c in range(n_cases):
+        masks = np.zeros((n_slices, size, size), np.uint8)
+        for z in range(n_slices):
+            if (c + z) % 3:
+                cy, cx, r = rng.integers(4, size - 4), rng.integers(4, size - 4), rng.integers(2, 4)
+                masks[z] = ((yy - cy) ** 2 + (xx - cx) ** 2) <= r * r
+        images = np.stack([0.6 - 0.4 * masks + 0.05 * rng.random(masks.shape),
+                           0.1 + 0.5 * masks + 0.05 * rng.random(masks.shape)], axis=1).astype(np.float32)
+        case_id = f"sub-stroke{c + 1:04d}"
+        case_ids.append(case_id)
+        writer.add(CaseSlices(case_id, images, masks, np.ones_like(masks), SliceGeometry.plan((size, size, n_slices), size)))
+    store = writer.close()
+    roles = ["train"] * (n_cases - 2) + ["val", "test"]
+    folds = pd.DataFrame({"case_id": case_ids, "fold": [i % 3 for i in range(n_cases)], "role": roles,
+                          "lesion_volume_ml": [float(i) for i in range(n_cases)]})
+    return store, folds

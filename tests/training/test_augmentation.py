@@ -127,9 +127,21 @@ def test_masks_stay_binary_and_aligned_with_the_image_after_spatial_transforms()
     assert disagreement < 0.01
 
 
-def test_every_sample_draws_its_own_transform():
-    augmentation = build_augmentation(spatial_only(
-        rotation={"prob": 1.0, "degrees": 15}, intensity_shift={"prob": 1.0, "offset_range": [-0.1, 0.1]}))
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"rotation": {"prob": 1.0, "degrees": 15}},
+        {"zoom": {"prob": 1.0, "factor_range": [0.8, 1.2]}},
+        {"gamma": {"prob": 1.0, "gamma_range": [0.5, 2.0]}},
+        {"intensity_scale": {"prob": 1.0, "factor_range": [0.8, 1.2]}},
+        {"intensity_shift": {"prob": 1.0, "offset_range": [-0.1, 0.1]}},
+        {"blur": {"prob": 1.0, "sigma_range": [0.3, 1.5]}},
+        {"noise": {"prob": 1.0, "std_range": [0.01, 0.05]}},
+    ],
+    ids=lambda section: next(iter(section)),
+)
+def test_every_sample_draws_its_own_transform(section):
+    augmentation = build_augmentation(spatial_only(**section))
     image = torch.rand(1, 2, 16, 16, generator=seeded()).expand(4, 2, 16, 16).contiguous()
     out_image, _ = augmentation(image, disk_mask(4, 16, radius=4, centre=(6, 9)), seeded())
     for i in range(4):

@@ -79,12 +79,20 @@ class SyntheticProfile:
 BUILTIN_PROFILES: dict[str, SyntheticProfile] = {
     # Same physical head on a coarse grid: a full CPU pipeline runs in minutes.
     "demo": SyntheticProfile(
-        n_cases=16, shape_x=96, shape_y=(112, 112), n_slices=(24, 24), spacing_xy_mm=(1.95, 2.05),
+        n_cases=16,
+        shape_x=96,
+        shape_y=(112, 112),
+        n_slices=(24, 24),
+        spacing_xy_mm=(1.95, 2.05),
         slice_mm=(6.0, 6.0),
     ),
     # Like the real release: 512 x 512..633 x 64..101 voxels at about 0.41 x 0.41 x 2 mm.
     "realistic": SyntheticProfile(
-        n_cases=10, shape_x=512, shape_y=(512, 633), n_slices=(64, 101), spacing_xy_mm=(0.40, 0.45),
+        n_cases=10,
+        shape_x=512,
+        shape_y=(512, 633),
+        n_slices=(64, 101),
+        spacing_xy_mm=(0.40, 0.45),
         slice_mm=(2.0, 2.0),
     ),
 }
@@ -117,7 +125,9 @@ def case_paths(root: str | Path, case_id: str) -> dict[str, Path]:
     perfusion = root / "derivatives" / case_id / "ses-01" / "perfusion-maps"
     paths = {m: perfusion / f"{case_id}_ses-01_space-ncct_{m}.nii.gz" for m in PERFUSION_MAPS}
     paths[NCCT_KEY] = root / "raw_data" / case_id / "ses-01" / f"{case_id}_ses-01_ncct.nii.gz"
-    paths[MASK_KEY] = root / "derivatives" / case_id / "ses-02" / f"{case_id}_ses-02_space-ncct_lesion-msk.nii.gz"
+    paths[MASK_KEY] = (
+        root / "derivatives" / case_id / "ses-02" / f"{case_id}_ses-02_space-ncct_lesion-msk.nii.gz"
+    )
     return paths
 
 
@@ -156,7 +166,9 @@ def sample_grid(
 
     # Head frame -> RAS world: x = -lr (right is +x), y = ap, z = si; then rotate and place.
     rotation = _rotation(rng.uniform(-2.0, 2.0), rng.uniform(-4.0, 4.0))
-    head_centre_world = np.array([rng.uniform(-5.0, 5.0), rng.uniform(-25.0, 25.0), rng.uniform(-180.0, -60.0)])
+    head_centre_world = np.array(
+        [rng.uniform(-5.0, 5.0), rng.uniform(-25.0, 25.0), rng.uniform(-180.0, -60.0)]
+    )
     to_ras = np.diag([-1.0, 1.0, 1.0])
     steps = np.diag([float(lr[1] - lr[0]), float(ap[1] - ap[0]), float(si[1] - si[0])])
     first_voxel = np.array([lr[0], ap[0], si[0]], dtype=np.float64)
@@ -169,8 +181,8 @@ def sample_grid(
 # Healthy values per tissue, indexed by Tissue. Grey/white values follow typical CTP figures
 # (CBF GM ~55, WM ~22 mL/100 g/min; CBV GM ~4, WM ~2 mL/100 g); Tmax in s; MTT for tissues where
 # CBV/CBF is meaningless (MTT of parenchyma follows the central volume theorem, 60 * CBV / CBF).
-_HEALTHY_CBF = np.array([0.0, 6.0, 1.0, 2.5, 56.0, 22.0], dtype=np.float32)
-_HEALTHY_CBV = np.array([0.0, 0.8, 0.2, 0.3, 4.0, 2.0], dtype=np.float32)
+_HEALTHY_CBF = np.array([0.0, 6.0, 1.0, 2.5, 56.0, 23.0], dtype=np.float32)
+_HEALTHY_CBV = np.array([0.0, 0.8, 0.2, 0.3, 4.0, 1.9], dtype=np.float32)
 _HEALTHY_TMAX = np.array([0.0, 1.2, 0.3, 1.5, 0.6, 1.2], dtype=np.float32)
 _TMAX_NOISE_SD = np.array([0.0, 0.5, 0.3, 1.1, 0.3, 0.3], dtype=np.float32)
 _OTHER_MTT = np.array([0.0, 5.0, 2.0, 3.0, 0.0, 0.0], dtype=np.float32)
@@ -204,22 +216,26 @@ def _scaled_flow(
 
 
 def render_perfusion(
-    tissue: np.ndarray, grid: HeadGrid, fields_grid: FieldGrid, ischemia: IschemiaFields, rng: np.random.Generator
+    tissue: np.ndarray,
+    grid: HeadGrid,
+    fields_grid: FieldGrid,
+    ischemia: IschemiaFields,
+    rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
     """CBF, Tmax, CBV and MTT maps (float32, NaN in air) of a labelled head with its ischaemia."""
     intracranial = tissue >= Tissue.CSF
     parenchyma = tissue >= Tissue.GREY_MATTER
-    global_flow = float(np.clip(rng.normal(1.0, 0.1), 0.75, 1.25))
-    global_volume = float(np.clip(rng.normal(1.0, 0.08), 0.8, 1.2))
+    # An arterial-input scale error and smooth deconvolution drift scale CBF and CBV alike, so
+    # they are shared (MTT = CBV / CBF stays near normal); each map has its own fine texture.
+    global_scale = float(np.clip(rng.normal(1.0, 0.1), 0.75, 1.25))
+    bias = global_scale * np.exp(0.07 * fields_grid.smooth_noise(rng, 40.0))
 
-    # Smooth multiplicative bias (scanner/deconvolution drift) times a correlated texture, per map.
-    def bias_and_texture(amplitude: float) -> np.ndarray:
-        bias = np.exp(0.07 * fields_grid.smooth_noise(rng, 40.0))
-        return bias * (1.0 + amplitude * fields_grid.smooth_noise(rng, 3.0))
+    def texture(amplitude: float) -> np.ndarray:
+        return 1.0 + amplitude * fields_grid.smooth_noise(rng, 3.0)
 
-    cbf_coarse = global_flow * bias_and_texture(0.08) * ischemia.cbf_factor
+    cbf_coarse = bias * texture(0.08) * ischemia.cbf_factor
     cbf = _scaled_flow(_HEALTHY_CBF, tissue, intracranial, cbf_coarse, fields_grid, grid, rng)
-    cbv_coarse = global_volume * bias_and_texture(0.08) * ischemia.cbv_factor
+    cbv_coarse = bias * texture(0.08) * ischemia.cbv_factor
     cbv = _scaled_flow(_HEALTHY_CBV, tissue, intracranial, cbv_coarse, fields_grid, grid, rng)
 
     tmax = fields_grid.to_grid(ischemia.tmax_delay_s + 0.3 * fields_grid.smooth_noise(rng, 4.0), grid)
@@ -231,7 +247,9 @@ def render_perfusion(
     mtt = np.divide(60.0 * cbv, np.maximum(cbf, 0.5))
     mtt *= 1.0 + _white_noise(rng, mtt.shape, 0.04)
     other = ~parenchyma
-    mtt[other] = _OTHER_MTT[tissue[other]] * (1.0 + 0.2 * rng.standard_normal(int(other.sum()), dtype=np.float32))
+    mtt[other] = _OTHER_MTT[tissue[other]] * (
+        1.0 + 0.2 * rng.standard_normal(int(other.sum()), dtype=np.float32)
+    )
     np.clip(mtt, 0.0, 30.0, out=mtt)
 
     maps = {"cbf": cbf, "tmax": tmax, "cbv": cbv, "mtt": mtt}
@@ -242,7 +260,11 @@ def render_perfusion(
 
 
 def render_ncct(
-    tissue: np.ndarray, grid: HeadGrid, fields_grid: FieldGrid, ischemia: IschemiaFields, rng: np.random.Generator
+    tissue: np.ndarray,
+    grid: HeadGrid,
+    fields_grid: FieldGrid,
+    ischemia: IschemiaFields,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """NCCT in HU (int16): tissue densities, diploe/bias variation, noise, early ischaemic hypodensity."""
     hu = fields_grid.to_grid(fields_grid.smooth_noise(rng, 8.0), grid)
@@ -396,9 +418,13 @@ def write_synthetic_dataset(
     if overwrite:
         _clear_case_folders(root)
     else:
-        clashes = [c for c in case_ids if (root / "derivatives" / c).exists() or (root / "raw_data" / c).exists()]
+        clashes = [
+            c for c in case_ids if (root / "derivatives" / c).exists() or (root / "raw_data" / c).exists()
+        ]
         if clashes:
-            raise FileExistsError(f"{len(clashes)} case folders already exist under {root} (e.g. {clashes[0]})")
+            raise FileExistsError(
+                f"{len(clashes)} case folders already exist under {root} (e.g. {clashes[0]})"
+            )
 
     summaries = []
     for index in range(n_cases):

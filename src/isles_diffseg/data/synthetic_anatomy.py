@@ -141,7 +141,11 @@ class FieldGrid:
         """
         draw_spacing = max(self.spacing_mm, correlation_mm / 3.0)
         coarser = draw_spacing > self.spacing_mm
-        draw_axes = tuple(_centred_axis(float(v[-1]), draw_spacing) for v in self.vectors) if coarser else self.vectors
+        draw_axes = (
+            tuple(_centred_axis(float(v[-1]), draw_spacing) for v in self.vectors)
+            if coarser
+            else self.vectors
+        )
         white = rng.standard_normal(tuple(a.size for a in draw_axes)).astype(np.float32)
         field = ndimage.gaussian_filter(white, sigma=correlation_mm / draw_spacing, mode="reflect")
         field -= field.mean()
@@ -181,7 +185,9 @@ class HeadShape:
         )
 
 
-def _depth_below_surface(grid: HeadGrid, fields: FieldGrid, shape: HeadShape, rng: np.random.Generator) -> np.ndarray:
+def _depth_below_surface(
+    grid: HeadGrid, fields: FieldGrid, shape: HeadShape, rng: np.random.Generator
+) -> np.ndarray:
     """Approximate depth (mm) below the outer head surface, negative outside the head.
 
     Measured along the ray from the head centre to an ellipsoid whose radius is bumped by a smooth,
@@ -234,7 +240,9 @@ def _paint_deep_structures(labels: np.ndarray, grid: HeadGrid, shape: HeadShape)
     _paint_ellipsoid(labels, grid, (0.0, -5.0, 2.0), (1.2 * scale, 12.0, 7.0), Tissue.CSF, brain)
 
 
-def label_tissues(grid: HeadGrid, fields: FieldGrid, shape: HeadShape, rng: np.random.Generator) -> np.ndarray:
+def label_tissues(
+    grid: HeadGrid, fields: FieldGrid, shape: HeadShape, rng: np.random.Generator
+) -> np.ndarray:
     """uint8 :class:`Tissue` labels of a synthetic head on ``grid``.
 
     Layers by depth below the head surface: scalp, skull, a subarachnoid CSF layer of varying width,
@@ -267,5 +275,22 @@ def label_tissues(grid: HeadGrid, fields: FieldGrid, shape: HeadShape, rng: np.r
     )
     labels[cortex] = Tissue.GREY_MATTER
     labels[brain & within_sulcal_depth & (sulcal_distance < sulcal_half_width)] = Tissue.CSF
+    _paint_interhemispheric_fissure(labels, depth, grid, shape, sulcal_half_width)
     _paint_deep_structures(labels, grid, shape)
     return labels
+
+
+def _paint_interhemispheric_fissure(
+    labels: np.ndarray, brain_depth: np.ndarray, grid: HeadGrid, shape: HeadShape, half_width_mm: float
+) -> None:
+    """Midline CSF cleft lined with cortex: deep above the corpus callosum, shallower below it."""
+    columns = np.flatnonzero(np.abs(grid.lr) < half_width_mm + shape.cortex_mm)
+    if columns.size == 0:
+        return
+    block = slice(int(columns.min()), int(columns.max()) + 1)
+    distance = np.abs(grid.lr[block])[:, None, None]
+    depth = brain_depth[block]
+    medial = (depth >= 0) & ((depth < 25.0) | (grid.si > 22.0)[None, None, :])
+    view = labels[block]
+    view[medial & (distance < half_width_mm + shape.cortex_mm)] = Tissue.GREY_MATTER
+    view[medial & (distance < half_width_mm)] = Tissue.CSF

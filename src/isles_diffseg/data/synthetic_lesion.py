@@ -30,6 +30,8 @@ _GOLDEN_FRACTION = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 class LesionKind(enum.StrEnum):
+    """What a case holds: no lesion, a distal-branch (small) or a proximal (large) territory infarct."""
+
     NONE = "none"
     SMALL = "small"
     LARGE = "large"
@@ -39,12 +41,12 @@ class LesionKind(enum.StrEnum):
 class LesionMix:
     """Lesion-mix knobs (the ``lesions:`` block of ``parameters_synthetic.yml``)."""
 
-    n_empty: int = 1
-    small_fraction: float = 0.3
-    large_half_angle_deg: tuple[float, float] = (40.0, 60.0)
-    small_half_angle_deg: tuple[float, float] = (20.0, 30.0)
-    reperfusion_beta: tuple[float, float] = (2.0, 2.0)
-    min_lesion_ml: float = 0.5
+    n_empty: int = 1  # cases without a lesion, spread evenly from index 0
+    small_fraction: float = 0.3  # share of cases with a distal-branch (small) lesion
+    large_half_angle_deg: tuple[float, float] = (40.0, 60.0)  # proximal territory cone opening
+    small_half_angle_deg: tuple[float, float] = (20.0, 30.0)  # distal-branch cone opening
+    reperfusion_beta: tuple[float, float] = (2.0, 2.0)  # Beta(a, b) of the hidden reperfusion factor
+    min_lesion_ml: float = 0.5  # a lesion case whose final infarct is smaller gets a new occlusion
 
     @classmethod
     def from_mapping(cls, values: Mapping | None) -> LesionMix:
@@ -173,7 +175,7 @@ def ischemia_fields(plan: OcclusionPlan | None, grid: FieldGrid, rng: np.random.
     # Penumbral autoregulation dilates vessels (CBV up, more with good collaterals); the core collapses.
     penumbral_bump = 4.0 * flow_deficit * (1.0 - flow_deficit)
     cbv_factor = (
-        1.0 + (0.1 + 0.3 * plan.collateral) * penumbral_bump - 0.6 * _smoothstep(0.6, 1.0, flow_deficit)
+        1.0 + (0.1 + 0.3 * plan.collateral) * penumbral_bump - 0.65 * _smoothstep(0.45, 0.9, flow_deficit)
     )
     ncct_change = -4.0 * _smoothstep(0.7, 1.0, flow_deficit)
 

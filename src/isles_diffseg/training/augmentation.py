@@ -105,7 +105,7 @@ class RandomRotation:
 
     def draw(self, batch: int, device: torch.device, generator: torch.Generator | None) -> AffineDraw:
         active = _coin((batch,), self.prob, device, generator)
-        angle = torch.deg2rad(_uniform((1,), *self.degrees_range, device, generator))
+        angle = torch.deg2rad(_uniform((batch,), *self.degrees_range, device, generator))
         angle = torch.where(active, angle, torch.zeros_like(angle))
         cos, sin = torch.cos(angle), torch.sin(angle)
         matrix = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], dim=-2)

@@ -1,0 +1,168 @@
+"""The training loop: every variant group runs, resume is exact, non-finite steps are guarded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_slice_store
+
+from isles_diffseg.config.variants import load_variant_group
+from isles_diffseg.training.checkpoints import CheckpointFolder, load_checkpoint, save_atomic
+from isles_diffseg.training.launch import run_in_process, training_rows
+from isles_diffseg.training.run_config import GROUP_OF_KEY, resolve_run_config
+from isles_diffseg.training.trainer import NonFiniteTrainingError, Trainer
+
+CONF = Path(__file__).parents[2] / "conf" / "base"
+VARIANTS = {group: load_variant_group(group, CONF) for group in set(GROUP_OF_KEY.values())}
+BASE = {"model": "medsegdiff_tiny_cpu", "loss": "mse_with_aux_demo", "optimizer": "adamw_1e3lr_wd1e4",
+        "scheduler": "warmup_cosine_10pct", "augmentation": "light_2d", "diffusion": "ddim10",
+        "recipe": "train_test_tiny", "device": "cpu", "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_slice_store(tmp_path_factory.mktemp("store") / "slices")
+
+
+def _config(store, **overrides):
+    return resolve_run_config({**BASE, **overrides}, VARIANTS, image_channels=store.image_channels,
+                              image_size=store.image_size)
+
+
+def _trainer(tiny, tmp_path, resume_from=None, **overrides):
+    store, folds = tiny
+    config = _config(store, run_name="t", **overrides)
+    rows, _ = training_rows(store, folds)
+    return Trainer(config, store, rows, ["sub-stroke0005"], tmp_path / "t", resume_from=resume_from,
+                   show_progress=False)
+
+
+def _one_factor_at_a_time():
+    for group, key in (("loss", "loss"), ("optimizer", "optimizer"), ("scheduler", "scheduler"),
+                       ("augmentation", "augmentation"), ("diffusion", "diffusion")):
+        for name in sorted(VARIANTS[group]):
+            if group == "diffusion" and name in ("ddpm1000", "ddim250"):
+                continue  # same code path as ddim10 at 100x the CPU time
+            overrides = {key: name}
+            if name == "dice_bce":
+                overrides["model"] = "unet_baseline_tiny_cpu"
+            if name == "mse_with_calibration":
+                overrides["model"] = "org_medsegdiff_tiny_cpu"
+            yield pytest.param(overrides, id=f"{group}={name}")
+
+
+@pytest.mark.parametrize("overrides", list(_one_factor_at_a_time()))
+def test_every_variant_trains_a_few_finite_steps(tiny, tmp_path, overrides):
+    result = _trainer(tiny, tmp_path, **overrides, max_steps=3, val_interval=3).fit()
+    assert result.steps == 3 and result.skipped_steps == 0
+    assert result.best_metric is not None and 0.0 <= result.best_metric <= 1.0
+    assert Path(result.best_checkpoint).is_file()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch):
+    straight = _trainer(tiny, tmp_path / "a", max_steps=6)
+    straight.fit()
+
+    first = _trainer(tiny, tmp_path / "b", max_steps=6)
+    real_step = first.train_step
+
+    def interrupted_after_three():
+        if first.step == 3:
+            raise KeyboardInterrupt
+        return real_step()
+
+    monkeypatch.setattr(first, "train_step", interrupted_after_three)
+    assert first.fit().interrupted
+    resumed = _trainer(tiny, tmp_path / "c", resume_from=first.checkpoints.latest, max_steps=6)
+    assert resumed.step == 3
+    resumed.fit()
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    for a, b in zip(straight.ema.model.state_dict().values(), resumed.ema.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert straight.optimizer.state_dict()["state"][0]["step"] == resumed.optimizer.state_dict()["state"][0]["step"]
+    assert straight.best_metric == resumed.best_metric and straight.history == resumed.history
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run_with_the_checkpoint_intact(tiny, tmp_path, monkeypatch):
+    trainer = _trainer(tiny, tmp_path, max_steps=20, val_interval=100, checkpoint_interval=2)
+    calls = {"n": 0}
+    real_loss = trainer._loss
+
+    def sometimes_nan(image, mask):
+        calls["n"] += 1
+        losses = real_loss(image, mask)
+        if calls["n"] == 3 or calls["n"] >= 6:  # one isolated NaN, then NaNs forever
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(trainer, "_loss", sometimes_nan)
+    with pytest.raises(NonFiniteTrainingError, match="3 consecutive non-finite steps"):
+        trainer.fit()
+    assert trainer.skipped_steps == 4
+    state = load_checkpoint(trainer.checkpoints.latest)
+    # Skipped steps never touch the weights: the checkpoint holds the last good ones, all finite.
+    assert state["step"] == 6 and state["skipped_steps"] == 3
+    for name, value in state["model"].items():
+        assert torch.isfinite(value).all() and torch.equal(value, trainer.model.state_dict()[name]), name
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pt"
+    save_atomic({"step": 1}, path)
+
+    def crash(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic({"step": 2}, path)
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
+
+
+def test_interval_checkpoints_keep_the_last_k(tmp_path):
+    folder = CheckpointFolder(tmp_path, keep_last=2)
+    for step in (10, 20, 30):
+        folder.save_interval({"step": step}, step)
+    assert [p.name for p in folder.interval_checkpoints()] == ["step_00000020.pt", "step_00000030.pt"]
+
+
+def test_run_name_follows_the_earlier_grammar(tiny):
+    from datetime import datetime
+
+    store, _ = tiny
+    config = resolve_run_config(
+        {**BASE, "model": "medsegdiff_256_4l_16c_6x4a_128t_1btl_large", "loss": "mse_with_aux_light",
+         "scheduler": "warmup_cosine_10pct", "optimizer": "adamw_1e4lr_wd00", "augmentation": "aggressive_2d",
+         "diffusion": "ddim50", "recipe": "train_100Kms_ampbfloat16", "max_steps": 500000, "batch_size": 32},
+        VARIANTS, image_channels=2, image_size=256, now=datetime(2025, 12, 14, 15, 30, 0))
+    assert config.run_name == (
+        "medsegdiff_256_4l_16c_6x4a_128t_1btl_large_b32_ampBF16_adamw1e4_wd00_wcos10_s500K_"
+        "lMSE_dw10_d01_b01_w10K_augAGG2D_oai_ddim_ds1000_nzcosine_tr50_2025-12-14_15-30-00"
+    )
+    assert config.model["image_channels"] == 2 and config.recipe["max_steps"] == 500000
+
+
+def test_bad_variant_choices_are_clear_errors(tiny):
+    store, _ = tiny
+    with pytest.raises(KeyError, match="Unknown model variant 'nope'. Known model variants: diffswintr_b"):
+        _config(store, model="nope")
+    with pytest.raises(ValueError, match="unet_baseline needs a discriminative loss"):
+        _config(store, model="unet_baseline_tiny_cpu")
+    with pytest.raises(ValueError, match=r"unknown training parameters \['max_stepz'\]"):
+        _config(store, max_stepz=3)
+
+
+def test_training_uses_train_cases_only_and_validates_on_the_val_fold(tiny, tmp_path):
+    store, folds = tiny
+    rows, val = training_rows(store, folds)
+    cases = set(store.index.loc[rows, "case_id"])
+    assert cases == set(folds.loc[folds["role"] == "train", "case_id"])
+    assert list(val["case_id"]) == ["sub-stroke0005"]
+    result = run_in_process(store, folds, _config(store, run_name="r"), tmp_path, None)
+    assert np.isfinite(result.best_metric)
