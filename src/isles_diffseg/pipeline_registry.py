@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from isles_diffseg.pipelines import ingestion, slicing, splits, synthetic
+from isles_diffseg.pipelines import ingestion, slicing, splits, synthetic, training
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -17,5 +17,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         "slicing": slicing.create_pipeline(),
         "splits": splits.create_pipeline(),
         "data_processing": data_processing,
-        "__default__": synthetic.create_pipeline() + demo_data,
+        "training": training.create_pipeline(),
+        "__default__": synthetic.create_pipeline() + demo_data + training.create_pipeline(),
     }

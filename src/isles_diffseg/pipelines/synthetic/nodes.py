@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from isles_diffseg.data.discovery import discover_cases
+from isles_diffseg.data.synthetic import write_synthetic_dataset
 
 from isles_diffseg.datasets.isles24_root_dataset import Isles24Root
 
@@ -22,8 +23,7 @@ class SyntheticDatasetWriter:
     params: dict[str, Any]
 
     def write_to(self, root: Path) -> None:
-        from isles_diffseg.data.synthetic import write_synthetic_dataset
-        write_synthetic_dataset(root, **{k: v for k, v in self.params.items() if k != "output_root"})
+        write_synthetic_dataset(root, **self.params)
 
 
 def generate_synthetic_dataset(synthetic: dict[str, Any]) -> SyntheticDatasetWriter:
