@@ -322,7 +322,9 @@ class Trainer:
         if self.show_progress:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=self.max_steps, initial=self.step, desc=self.config.run_name[:40], unit="step")
+            # disable=None: a live bar on a terminal, none in logs and CI (the log lines below remain)
+            progress = tqdm(total=self.max_steps, initial=self.step, desc=self.config.run_name[:40], unit="step",
+                            disable=None)
         window: dict[str, float] = {}
         window_steps, window_start = 0, time.perf_counter()
         images_per_step = int(recipe["batch_size"]) * int(recipe.get("grad_accumulation", 1)) * self.dist.world_size
@@ -343,6 +345,9 @@ class Trainer:
                     logged["train_skipped_steps"] = float(self.skipped_steps)
                     if self.dist.is_main:
                         self.sink.log_metrics(logged, self.step)
+                    if self.dist.is_main:
+                        logger.info("Step %d/%d: loss %.4f, lr %.2e, %.0f images/s", self.step, self.max_steps,
+                                    logged["train_loss"], logged["train_lr"], logged["train_images_per_s"])
                     if progress is not None:
                         progress.set_postfix(loss=f"{logged['train_loss']:.4f}", lr=f"{logged['train_lr']:.2e}",
                                              img_s=f"{logged['train_images_per_s']:.0f}")

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from isles_diffseg.data.slice_store import SliceStore
-from isles_diffseg.diffusion import GaussianDiffusion, uncertainty
-from isles_diffseg.inference.predict import SamplerConfig, predict_probabilities
+from isles_diffseg.diffusion import GaussianDiffusion
+from isles_diffseg.inference.case_prediction import predict_case
+from isles_diffseg.inference.predict import SamplerConfig
 from isles_diffseg.metrics import dice_coefficient, mean_slice_dice
 
 
@@ -52,6 +53,7 @@ def validate(
     amp_dtype: torch.dtype | None = None,
     seed: int = 0,
     n_examples: int = 0,
+    threshold: float = 0.5,
 ) -> ValidationResult:
     """Per-case Dice (3D stack and 2D lesion slices); slices without brain are predicted empty."""
     generator = torch.Generator(device).manual_seed(seed)
@@ -61,20 +63,10 @@ def validate(
     for case_id in case_ids:
         rows = store.case_rows(case_id)
         gt = store.masks(rows)
-        brain = store.brain(rows)
-        prob = np.zeros(gt.shape, np.float32)
-        spread = np.zeros(gt.shape, np.float32)
-        todo = rows[brain.reshape(len(rows), -1).any(axis=1)]
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            image = torch.from_numpy(store.images(chunk)).to(device)
-            samples = predict_probabilities(model, image, kind=kind, diffusion=diffusion, sampler=sampler,
-                                            members=members, amp_dtype=amp_dtype, generator=generator)
-            where = chunk - rows[0]
-            prob[where] = samples.mean(0)[:, 0].float().cpu().numpy()
-            if members > 1:
-                spread[where] = uncertainty(samples, "variance")[:, 0].float().cpu().numpy()
-        pred = ((prob >= 0.5) & (brain > 0)).astype(np.uint8)
+        prediction = predict_case(model, store, case_id, kind=kind, diffusion=diffusion, sampler=sampler,
+                                  device=device, members=members, batch_size=batch_size, amp_dtype=amp_dtype,
+                                  generator=generator)
+        pred = (prediction.probability >= threshold).astype(np.uint8)
         rows_out.append({
             "case_id": case_id,
             "dice_3d": dice_coefficient(pred, gt),
@@ -86,7 +78,7 @@ def validate(
         if len(examples) < n_examples:
             z = int(np.argmax(gt.reshape(len(rows), -1).sum(1))) if gt.any() else len(rows) // 2
             examples.append({"case_id": case_id, "image": store.images([rows[z]])[0], "gt": gt[z],
-                             "prob": prob[z], "uncertainty": spread[z]})
+                             "prob": prediction.probability[z], "uncertainty": prediction.uncertainty[z]})
     model.train(was_training)
     per_case = pd.DataFrame(rows_out, columns=["case_id", "dice_3d", "dice_2d_lesion", "dice_2d_all",
                                                "gt_pixels", "pred_pixels"])

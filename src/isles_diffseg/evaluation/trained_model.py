@@ -1,0 +1,65 @@
+"""Load what a training run left behind: the selected weights and how to rebuild the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from isles_diffseg.models import build_model
+from isles_diffseg.training.checkpoints import load_checkpoint
+from isles_diffseg.training.run_config import RunConfig
+
+
+@dataclass
+class TrainedModel:
+    run_name: str
+    model: nn.Module
+    config: RunConfig
+    checkpoint: Path
+    step: int
+    modalities: list[str]
+    context_slices: int
+    image_size: int
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+
+def find_run_dir(run: str | None, latest_run: dict[str, Any] | None, output_dir: Path) -> Path:
+    """``run``: a run name under ``output_dir`` or a run folder; None = the latest training run."""
+    if run:
+        for candidate in (Path(run), output_dir / run):
+            if (candidate / "checkpoints" / "best.pt").is_file():
+                return candidate
+        known = sorted(p.name for p in output_dir.glob("*/checkpoints/best.pt"))
+        raise FileNotFoundError(f"evaluation.run={run!r} has no checkpoints/best.pt; runs with one: {known}")
+    if not latest_run:
+        raise FileNotFoundError("no training run yet: run `kedro run --pipelines training` or set evaluation.run")
+    return Path(latest_run["run_dir"])
+
+
+def load_trained_model(run_dir: Path, device: torch.device) -> TrainedModel:
+    path = Path(run_dir) / "checkpoints" / "best.pt"
+    state = load_checkpoint(path, map_location="cpu")
+    config = RunConfig.from_dict(state["config"])
+    model = build_model(config.model)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    return TrainedModel(state["run_name"], model, config, path, int(state["step"]), list(state["modalities"]),
+                        int(state["context_slices"]), int(state["image_size"]))
+
+
+def check_compatible(trained: TrainedModel, store_modalities: list[str], context_slices: int, image_size: int) -> None:
+    """A model only makes sense on slices prepared exactly as for its training."""
+    theirs = (trained.modalities, trained.context_slices, trained.image_size)
+    ours = (store_modalities, context_slices, image_size)
+    if theirs != ours:
+        raise ValueError(
+            f"run {trained.run_name} was trained on (modalities, context, image size) {theirs}, but the slice "
+            f"store holds {ours}; re-run data_processing with the run's settings"
+        )
