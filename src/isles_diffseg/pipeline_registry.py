@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from isles_diffseg.pipelines import ingestion, slicing, splits, synthetic, training
+from isles_diffseg.pipelines import evaluation, ingestion, slicing, splits, synthetic, training
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -18,5 +18,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         "splits": splits.create_pipeline(),
         "data_processing": data_processing,
         "training": training.create_pipeline(),
-        "__default__": synthetic.create_pipeline() + demo_data + training.create_pipeline(),
+        "evaluation": evaluation.create_pipeline(),
+        "__default__": synthetic.create_pipeline() + demo_data + training.create_pipeline() + evaluation.create_pipeline(),
     }

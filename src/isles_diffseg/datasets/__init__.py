@@ -2,6 +2,16 @@
 
 from isles_diffseg.datasets.case_store_dataset import CaseStoreDataset
 from isles_diffseg.datasets.isles24_root_dataset import Isles24Root, Isles24RootDataset
+from isles_diffseg.datasets.nifti_dataset import NiftiDataset
+from isles_diffseg.datasets.run_scoped_dataset import RunArtifact, RunScopedDataset
 from isles_diffseg.datasets.slice_store_dataset import SliceStoreDataset
 
-__all__ = ["CaseStoreDataset", "Isles24Root", "Isles24RootDataset", "SliceStoreDataset"]
+__all__ = [
+    "CaseStoreDataset",
+    "Isles24Root",
+    "Isles24RootDataset",
+    "NiftiDataset",
+    "RunArtifact",
+    "RunScopedDataset",
+    "SliceStoreDataset",
+]

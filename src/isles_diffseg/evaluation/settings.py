@@ -1,0 +1,57 @@
+"""The evaluation parameters (``params:evaluation``) resolved against a trained run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from isles_diffseg.config.variants import select_variant
+from isles_diffseg.diffusion import GaussianDiffusion
+from isles_diffseg.evaluation.trained_model import TrainedModel
+from isles_diffseg.inference.predict import AMP_DTYPES, SamplerConfig, build_diffusion
+from isles_diffseg.training.trainer import resolve_device
+
+
+@dataclass
+class EvaluationSetup:
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    diffusion: GaussianDiffusion | None
+    sampler: SamplerConfig | None
+    diffusion_name: str | None
+    members: int
+    fusion: str
+    uncertainty: str
+    batch_size: int
+    seed: int
+
+
+def resolve_setup(evaluation: Mapping[str, Any], trained: TrainedModel | None, variants: Mapping[str, Any],
+                  device: torch.device | None = None) -> EvaluationSetup:
+    """Sampling follows the training run's diffusion variant unless ``evaluation.diffusion`` names another."""
+    device = device or resolve_device(str(evaluation.get("device", "auto")))
+    amp = evaluation.get("amp", "auto")
+    amp_dtype = (torch.bfloat16 if device.type == "cuda" else None) if amp == "auto" else AMP_DTYPES[amp]
+    diffusion = sampler = name = None
+    discriminative = trained is not None and trained.kind == "discriminative"
+    if trained is not None and not discriminative:
+        variant = trained.config.diffusion
+        name = trained.config.names["diffusion"]
+        if evaluation.get("diffusion"):
+            name = evaluation["diffusion"]
+            override = select_variant(variants.get("diffusion", {}), name, "diffusion")
+            for key in ("num_timesteps", "schedule", "model_output"):  # the process itself is the model's
+                if override.get(key) != variant.get(key):
+                    raise ValueError(f"evaluation.diffusion={name!r} changes {key} of the trained process "
+                                     f"({variant.get(key)} -> {override.get(key)}); only sampling may change")
+            variant = override
+        diffusion, sampler = build_diffusion(variant), SamplerConfig.from_variant(variant)
+    return EvaluationSetup(
+        device=device, amp_dtype=amp_dtype, diffusion=diffusion, sampler=sampler, diffusion_name=name,
+        members=1 if discriminative else int(evaluation.get("members", 5)),
+        fusion=str(evaluation.get("fusion", "mean")), uncertainty=str(evaluation.get("uncertainty", "variance")),
+        batch_size=int(evaluation.get("batch_size", 64)), seed=int(evaluation.get("seed", 0)),
+    )

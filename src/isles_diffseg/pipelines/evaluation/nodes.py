@@ -1,0 +1,174 @@
+"""Evaluation nodes: threshold on the validation split, native-grid predictions, metrics, report."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+
+from isles_diffseg.data.case_store import CaseStore
+from isles_diffseg.data.orientation import NativeGeometry
+from isles_diffseg.data.slice_store import SliceStore
+from isles_diffseg.datasets.run_scoped_dataset import RunArtifact
+from isles_diffseg.evaluation.baselines import threshold_rule_masks
+from isles_diffseg.evaluation.case_metrics import case_metrics
+from isles_diffseg.evaluation.native_grid import read_native_mask, to_native
+from isles_diffseg.evaluation.report import (
+    dice_distribution_figure,
+    markdown_report,
+    metric_table,
+    overlay_figure,
+    summarise_methods,
+    to_markdown,
+    volume_figure,
+)
+from isles_diffseg.evaluation.settings import EvaluationSetup, resolve_setup
+from isles_diffseg.evaluation.threshold_selection import best_threshold, sweep_thresholds
+from isles_diffseg.evaluation.trained_model import TrainedModel, check_compatible, find_run_dir, load_trained_model
+from isles_diffseg.inference.case_prediction import CasePrediction, predict_case
+
+logger = logging.getLogger(__name__)
+
+
+def _load(training_run: dict[str, Any] | None, store: SliceStore, evaluation: dict[str, Any],
+          variants: dict[str, Any]) -> tuple[TrainedModel, EvaluationSetup]:
+    setup = resolve_setup(evaluation, None, variants)
+    run_dir = find_run_dir(evaluation.get("run"), training_run, Path(evaluation.get("runs_dir", "data/06_models")))
+    trained = load_trained_model(run_dir, setup.device)
+    check_compatible(trained, store.modalities, store.context_slices, store.image_size)
+    return trained, resolve_setup(evaluation, trained, variants, setup.device)
+
+
+def _predict(trained: TrainedModel, setup: EvaluationSetup, store: SliceStore, case_id: str) -> CasePrediction:
+    generator = torch.Generator(setup.device).manual_seed(setup.seed)
+    return predict_case(trained.model, store, case_id, kind=trained.kind, diffusion=setup.diffusion,
+                        sampler=setup.sampler, device=setup.device, members=setup.members, fusion=setup.fusion,
+                        uncertainty_kind=setup.uncertainty, batch_size=setup.batch_size, amp_dtype=setup.amp_dtype,
+                        generator=generator)
+
+
+def _cases(folds: pd.DataFrame, store: SliceStore, role: str) -> list[str]:
+    return [c for c in folds.loc[folds["role"] == role, "case_id"] if c in store.case_ids]
+
+
+def select_threshold(training_run: dict[str, Any], store: SliceStore, folds: pd.DataFrame,
+                     evaluation: dict[str, Any], variants: dict[str, Any]) -> RunArtifact:
+    """Fixed, or the best of a sweep on the validation split's cases (the test fold is never looked at)."""
+    trained, setup = _load(training_run, store, evaluation, variants)
+    spec = evaluation["threshold"]
+    selection: dict[str, Any] = {"run_name": trained.run_name, "run_dir": str(Path(trained.checkpoint).parents[1]),
+                                 "kind": trained.kind, "step": trained.step,
+                                 "mode": spec["mode"], "threshold": float(spec.get("value", 0.5)), "sweep": []}
+    if spec["mode"] == "sweep":
+        started = time.perf_counter()
+        val_cases = _cases(folds, store, "val")[: spec.get("max_cases") or None]
+        probabilities = {c: _predict(trained, setup, store, c).probability for c in val_cases}
+        truth = {c: store.masks(store.case_rows(c)) for c in val_cases}
+        sweep = sweep_thresholds(probabilities, truth, spec["candidates"])
+        selection.update(threshold=best_threshold(sweep), sweep=sweep.to_dict("records"), val_cases=val_cases,
+                         seconds=round(time.perf_counter() - started, 2))
+    elif spec["mode"] != "fixed":
+        raise ValueError(f"evaluation.threshold.mode must be 'fixed' or 'sweep', got {spec['mode']!r}")
+    logger.info("%s: threshold %.3f (%s)", trained.run_name, selection["threshold"], spec["mode"])
+    return RunArtifact(trained.run_name, selection)
+
+
+def predict_cases(selection: dict[str, Any], store: SliceStore, folds: pd.DataFrame, cases: CaseStore,
+                  evaluation: dict[str, Any], variants: dict[str, Any]) -> RunArtifact:
+    """Lazy NIfTI writers (mask, probability, uncertainty per case) on each case's native grid."""
+    trained, setup = _load(None, store, {**evaluation, "run": selection["run_dir"]}, variants)
+    split_cases = _cases(folds, store, evaluation.get("split", "test"))
+    if not split_cases:
+        raise ValueError(f"no case with role {evaluation.get('split', 'test')!r} in case_folds")
+
+    @functools.lru_cache(maxsize=1)  # the three files of a case are saved one after the other
+    def native_images(case_id: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        prediction = _predict(trained, setup, store, case_id)
+        meta = next(m for m in cases.metas() if m["case_id"] == case_id)
+        native = NativeGeometry(np.asarray(meta["native_affine"]), tuple(meta["native_shape"]))
+        result = to_native(case_id, prediction.probability, prediction.uncertainty, store.geometry(case_id), native,
+                           float(selection["threshold"]))
+        logger.info("Predicted %s in %.1f s", case_id, time.perf_counter() - started)
+        return result.images()
+
+    def writer(case_id: str, name: str) -> Callable[[], Any]:
+        return lambda: native_images(case_id)[name]
+
+    partitions = {f"{c}_{s}": writer(c, f"{c}_{s}") for c in split_cases for s in ("pred", "prob", "uncertainty")}
+    return RunArtifact(selection["run_name"], partitions)
+
+
+def score_cases(predictions: dict[str, Callable[[], Any]], selection: dict[str, Any], cases: CaseStore,
+                folds: pd.DataFrame, evaluation: dict[str, Any]) -> RunArtifact:
+    """Per-case metrics of the model and of the threshold rules, all on the native grids."""
+    metas = {m["case_id"]: m for m in cases.metas()}
+    rows = []
+    for key in sorted(k for k in predictions if k.endswith("_pred")):
+        case_id = key[: -len("_pred")]
+        meta = metas[case_id]
+        gt, spacing = read_native_mask(meta["mask_file"])
+        native = NativeGeometry(np.asarray(meta["native_affine"]), tuple(meta["native_shape"]))
+        pred = np.asarray(predictions[key]().dataobj, dtype=np.uint8)
+        methods = {selection["run_name"]: pred}
+        if evaluation.get("baselines", {}).get("threshold_rules", True):
+            brain = native.to_native(cases.load(case_id).brain)
+            methods.update(threshold_rule_masks(meta, brain, spacing, evaluation.get("baselines", {})))
+        for method, mask in methods.items():
+            rows.append({"method": method, "case_id": case_id, **case_metrics(mask, gt, spacing, native)})
+    table = pd.DataFrame(rows)
+    return RunArtifact(selection["run_name"], table)
+
+
+def build_report(case_table: pd.DataFrame, selection: dict[str, Any], predictions: dict[str, Callable[[], Any]],
+                 cases: CaseStore, folds: pd.DataFrame, evaluation: dict[str, Any], data: dict[str, Any]) -> tuple:
+    """Summary JSON, Markdown report and figures; logged to the active MLflow run as well."""
+    run_name = selection["run_name"]
+    summary_by_method = summarise_methods(case_table)
+    table = metric_table(summary_by_method)
+    trained_sampling = "deterministic UNet" if selection.get("kind") == "discriminative" else None
+    details = {
+        "n_cases": int(case_table["case_id"].nunique()), "split": evaluation.get("split", "test"),
+        "fold": data.get("fold"), "data_root": data.get("root"), "threshold": float(selection["threshold"]),
+        "threshold_mode": selection["mode"],
+        "sampling": trained_sampling or f"{evaluation.get('members', 5)} members, {evaluation.get('fusion', 'mean')} "
+                                        f"fusion, {evaluation.get('diffusion') or 'the run’s diffusion variant'}",
+    }
+    report = markdown_report(run_name, table, case_table, details)
+    logger.info("Evaluation of %s:\n%s", run_name, to_markdown(table))
+
+    model_rows = case_table[case_table["method"] == run_name].sort_values("dice").reset_index(drop=True)
+    picks = {"worst": 0, "median": len(model_rows) // 2, "best": len(model_rows) - 1}
+    panels = []
+    for label, i in picks.items():
+        case_id = model_rows.loc[i, "case_id"]
+        case = cases.load(case_id)
+        prob = case.geometry.to_canonical(np.asarray(predictions[f"{case_id}_prob"]().dataobj))
+        unc = case.geometry.to_canonical(np.asarray(predictions[f"{case_id}_uncertainty"]().dataobj))
+        z = int(np.argmax(case.mask.sum(axis=(0, 1)))) if case.mask.any() else case.mask.shape[2] // 2
+        panels.append({"label": label, "case_id": case_id, "dice": float(model_rows.loc[i, "dice"]),
+                       "image": case.image[:, :, z, 0], "gt": case.mask[:, :, z], "prob": prob[:, :, z],
+                       "uncertainty": unc[:, :, z]})
+    figures = {"overlays.png": overlay_figure(panels), "dice_distribution.png": dice_distribution_figure(case_table),
+               "volumes.png": volume_figure(case_table)}
+    summary = {"run_name": run_name, "threshold": selection["threshold"], "threshold_mode": selection["mode"],
+               "details": details, "methods": summary_by_method, "table": table.to_dict("records")}
+    if mlflow.active_run() is not None:
+        prefix = evaluation.get("mlflow_prefix", "test")
+        mlflow.log_metrics({f"{prefix}_{m.replace('threshold_rule_', 'rule_') if m != run_name else 'model'}_{k}": v
+                            for m, agg in summary_by_method.items() for k, v in agg.items()
+                            if k.endswith("_mean") and v is not None and np.isfinite(v)})
+        mlflow.log_param(f"{prefix}_threshold", selection["threshold"])
+        for name, fig in figures.items():
+            mlflow.log_figure(fig, f"evaluation/{run_name[:60]}/{name}")
+        mlflow.log_text(report, f"evaluation/{run_name[:60]}/report.md")
+        mlflow.log_text(case_table.to_csv(index=False), f"evaluation/{run_name[:60]}/case_metrics.csv")
+    return (RunArtifact(run_name, summary), RunArtifact(run_name, report), RunArtifact(run_name, figures))
