@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from isles_diffseg.pipelines import evaluation, ingestion, slicing, splits, synthetic, training
+from isles_diffseg.pipelines import comparison, evaluation, ingestion, slicing, splits, synthetic, training
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     data_processing = ingestion.create_pipeline() + slicing.create_pipeline() + splits.create_pipeline()
     # The demo chain reads the synthetic release it has just written, whatever data.root says.
     demo_data = Pipeline(data_processing, inputs={"isles24_raw": "isles24_synthetic"})
+    # The UNet baseline: the same training and evaluation nodes under the `unet_baseline` namespace,
+    # reading the shared data and its own `unet_baseline.training` parameters.
+    shared = {"slice_store", "case_folds", "preprocessed_cases"}
+    unet_baseline = Pipeline(
+        training.create_pipeline() + evaluation.create_pipeline(),
+        namespace="unet_baseline",
+        inputs=shared,
+        parameters={"params:variants", "params:evaluation", "params:data"},
+    )
+    demo = (synthetic.create_pipeline() + demo_data + training.create_pipeline() + evaluation.create_pipeline()
+            + unet_baseline + comparison.create_demo_comparison())
     return {
         "synthetic": synthetic.create_pipeline(),
         "ingestion": ingestion.create_pipeline(),
@@ -19,5 +30,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "data_processing": data_processing,
         "training": training.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),
-        "__default__": synthetic.create_pipeline() + demo_data + training.create_pipeline() + evaluation.create_pipeline(),
+        "comparison": comparison.create_pipeline(),
+        "unet_baseline": unet_baseline,
+        "__default__": demo,
     }

@@ -119,7 +119,7 @@ def build_run_name(config: RunConfig, when: datetime) -> str:
         _steps_token(int(recipe["max_steps"])),
         config.loss.get("token", config.names["loss"]),
         config.augmentation.get("token", config.names["augmentation"]),
-        config.diffusion.get("token", config.names["diffusion"]),
+        config.diffusion.get("token", config.names["diffusion"]) if config.kind == "diffusion" else "noDiffusion",
         when.strftime("%Y-%m-%d_%H-%M-%S"),
     ]
     return "_".join(str(p) for p in parts)
