@@ -111,10 +111,9 @@ def project_copy(tmp_path, monkeypatch) -> Path:
 
 def run_kedro(project: Path, pipeline: str, runtime_params: dict | None = None) -> None:
     """Run a registered pipeline through a real KedroSession (hooks, kedro-mlflow and all)."""
+    import mlflow
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
-
-    import mlflow
 
     bootstrap_project(project)
     try:

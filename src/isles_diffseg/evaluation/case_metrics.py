@@ -13,7 +13,13 @@ from typing import Any
 import numpy as np
 
 from isles_diffseg.data.orientation import NativeGeometry
-from isles_diffseg.metrics import hd95_mm, isles24_case_metrics, mean_slice_dice, voxel_precision, voxel_recall
+from isles_diffseg.metrics import (
+    hd95_mm,
+    isles24_case_metrics,
+    mean_slice_dice,
+    voxel_precision,
+    voxel_recall,
+)
 
 
 def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing_mm: tuple[float, float, float],

@@ -32,7 +32,12 @@ from isles_diffseg.evaluation.report import (
 )
 from isles_diffseg.evaluation.settings import EvaluationSetup, resolve_setup
 from isles_diffseg.evaluation.threshold_selection import best_threshold, sweep_thresholds
-from isles_diffseg.evaluation.trained_model import TrainedModel, check_compatible, find_run_dir, load_trained_model
+from isles_diffseg.evaluation.trained_model import (
+    TrainedModel,
+    check_compatible,
+    find_run_dir,
+    load_trained_model,
+)
 from isles_diffseg.inference.case_prediction import CasePrediction, predict_case
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,11 @@
 from kedro.pipeline import Node, Pipeline
 
-from isles_diffseg.pipelines.evaluation.nodes import build_report, predict_cases, score_cases, select_threshold
+from isles_diffseg.pipelines.evaluation.nodes import (
+    build_report,
+    predict_cases,
+    score_cases,
+    select_threshold,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:

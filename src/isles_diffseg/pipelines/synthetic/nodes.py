@@ -12,7 +12,6 @@ import pandas as pd
 
 from isles_diffseg.data.discovery import discover_cases
 from isles_diffseg.data.synthetic import write_synthetic_dataset
-
 from isles_diffseg.datasets.isles24_root_dataset import Isles24Root
 
 

@@ -1,0 +1,79 @@
+"""The whole demo chain (`kedro run`) at test size: synthetic data -> training -> evaluation -> comparison."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import PROJECT_ROOT, run_kedro
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "synthetic": {"n_cases": 8},
+    "data": {"n_folds": 4},
+    "slicing": {"image_size": 32},
+    "training": {"recipe": "train_test_tiny", "run_name": "tiny_diffusion"},
+    "unet_baseline": {"training": {"recipe": "train_test_tiny", "run_name": "tiny_unet"}},
+    "evaluation": {"members": 2, "threshold": {"mode": "sweep", "candidates": [0.3, 0.5]}},
+}
+
+
+def test_default_pipeline_runs_end_to_end_and_tracks_everything_in_mlflow(project_copy, tmp_path):
+    # The nested `unet_baseline.training` block of runtime params must merge with the YAML one.
+    run_kedro(project_copy, "__default__", TINY)
+
+    run_dir = project_copy / "data/06_models/tiny_diffusion"
+    assert (run_dir / "checkpoints/best.pt").is_file() and (run_dir / "checkpoints/latest.pt").is_file()
+    training_run = json.loads((project_copy / "data/06_models/training_run.json").read_text())
+    assert training_run["run_name"] == "tiny_diffusion" and training_run["steps"] == 6
+
+    folds = pd.read_csv(project_copy / "data/05_model_input/case_folds.csv")
+    test_cases = sorted(folds.loc[folds["role"] == "test", "case_id"])
+    predictions = project_copy / "data/07_model_output/tiny_diffusion"
+    for case_id in test_cases:
+        pred = nib.load(str(predictions / f"{case_id}_pred.nii.gz"))
+        source = nib.load(str(next((project_copy / "data/01_raw/isles24_synthetic/derivatives").glob(
+            f"{case_id}/ses-02/*lesion-msk.nii.gz"))))
+        assert pred.shape == source.shape and np.allclose(pred.affine, source.affine)
+        assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
+
+    report_dir = project_copy / "data/08_reporting/tiny_diffusion"
+    metrics = pd.read_csv(report_dir / "case_metrics.csv")
+    assert set(metrics["method"]) == {"tiny_diffusion", "threshold_rule_tmax6", "threshold_rule_tmax6_rcbf30"}
+    assert sorted(metrics["case_id"].unique()) == test_cases
+    assert {"overlays.png", "dice_distribution.png", "volumes.png"} <= {p.name for p in (report_dir / "figures").iterdir()}
+    assert "Model vs baselines" in (report_dir / "report.md").read_text()
+    selection = json.loads((report_dir / "threshold_selection.json").read_text())
+    assert selection["threshold"] in (0.3, 0.5) and set(selection["val_cases"]).isdisjoint(test_cases)
+
+    comparison = pd.read_csv(project_copy / "data/08_reporting/comparison.csv")
+    assert {"tiny_diffusion", "tiny_unet", "threshold_rule_tmax6"} <= set(comparison["method"])
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = mlflow.search_runs(experiment_names=["isles_diffseg"], output_format="list")
+    assert run.data.params["training.model"] == "medsegdiff_tiny_cpu"
+    assert run.data.params["run_name"] == "tiny_diffusion"
+    for key in ("train_loss", "train_lr", "train_grad_norm", "val_dice_3d", "test_model_dice_mean",
+                "test_rule_tmax6_dice_mean"):
+        assert key in run.data.metrics, key
+
+    # The notebooks run headless on the same tiny project (stored without outputs).
+    import shutil
+
+    import nbformat
+    from nbclient import NotebookClient
+
+
+
+    shutil.copytree(PROJECT_ROOT / "notebooks", project_copy / "notebooks")
+    for path in sorted((project_copy / "notebooks").glob("*.ipynb")):
+        stored = nbformat.read(PROJECT_ROOT / "notebooks" / path.name, as_version=4)
+        assert all(not cell.get("outputs") for cell in stored.cells if cell.cell_type == "code"), path.name
+        notebook = nbformat.read(path, as_version=4)
+        NotebookClient(notebook, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
