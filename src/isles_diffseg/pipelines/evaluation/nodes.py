@@ -61,6 +61,9 @@ def _predict(trained: TrainedModel, setup: EvaluationSetup, store: SliceStore, c
 
 
 def _cases(folds: pd.DataFrame, store: SliceStore, role: str) -> list[str]:
+    """Cases of ``role`` in case_folds; ``all`` = every case of the store (e.g. an external test set)."""
+    if role == "all":
+        return list(store.case_ids)
     return [c for c in folds.loc[folds["role"] == role, "case_id"] if c in store.case_ids]
 
 

@@ -1,0 +1,137 @@
+"""GPU measurements, run on the lent H100/H200 (see benchmarks/README.md for the numbers and commands).
+
+    python benchmarks/gpu_suite.py prepare --root data/01_raw/isles24_realistic --cases 10
+    python benchmarks/gpu_suite.py train-bench --store data/05_model_input/slices --out results.json
+
+``prepare`` writes the `realistic` synthetic profile with one process per case (same cases as
+``write_synthetic_dataset``: case i is drawn from ``default_rng([seed, i])``). ``train-bench`` times
+training steps of the seed-named MedSegDiff variants side by side (bf16 vs fp32) and checks that the
+8x8-head / 256-dim / 2-layer variant, which produced NaNs under bf16 in the earlier codebase, stays
+finite for a few hundred bf16 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "base"
+
+
+def _write_one(args: tuple[int, str, int, int]) -> str:
+    import yaml
+
+    from isles_diffseg.data.synthetic import LesionMix, generate_case, resolve_profile, write_case
+
+    index, root, n_cases, seed = args
+    params = yaml.safe_load((CONF / "parameters_synthetic.yml").read_text())["synthetic"]
+    profile = resolve_profile("realistic", params["profiles"])
+    case = generate_case(index, profile, np.random.default_rng([seed, index]), n_cases=n_cases,
+                         lesion_mix=LesionMix.from_mapping(params["lesions"]), first_case_id=1,
+                         mask_as_scaled_uint16=index == params["scaled_mask_index"])
+    write_case(case, Path(root), threads=1)
+    return case.case_id
+
+
+def prepare(root: str, cases: int, seed: int, workers: int) -> None:
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        done = list(pool.map(_write_one, [(i, root, cases, seed) for i in range(cases)]))
+    print(f"wrote {len(done)} realistic cases in {time.perf_counter() - started:.1f} s")
+
+
+def _trainer(store, model: str, batch: int, amp: str, steps: int, tmp: Path):
+    from isles_diffseg.config.variants import load_variant_group
+    from isles_diffseg.training.run_config import GROUP_OF_KEY, resolve_run_config
+    from isles_diffseg.training.trainer import Trainer
+
+    variants = {g: load_variant_group(g, CONF) for g in set(GROUP_OF_KEY.values())}
+    training = {"model": model, "loss": "mse_with_aux_light", "optimizer": "adamw_1e4lr_wd00",
+                "scheduler": "warmup_cosine_10pct", "augmentation": "aggressive_2d", "diffusion": "ddim50",
+                "recipe": "train_100Kms_ampbfloat16", "max_steps": steps, "batch_size": batch, "amp": amp,
+                "device": "cuda", "run_name": f"bench_{model}_{amp}"}
+    config = resolve_run_config(training, variants, image_channels=store.image_channels, image_size=store.image_size)
+    config.recipe.update(val_interval=10**9, checkpoint_interval=10**9, max_consecutive_nonfinite=10**6)
+    rows = store.index.loc[store.index["train_keep"], "row"].to_numpy()
+    return Trainer(config, store, rows, [], tmp / config.run_name, show_progress=False)
+
+
+def time_steps(trainer, warmup: int, steps: int) -> dict:
+    for _ in range(warmup):
+        trainer.train_step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    batch = int(trainer.config.recipe["batch_size"])
+    return {"steps_per_s": steps / seconds, "images_per_s": steps * batch / seconds,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "skipped": trainer.skipped_steps}
+
+
+def train_bench(store_path: str, out: str, stability_steps: int, timed_steps: int) -> None:
+    from isles_diffseg.data.slice_store import SliceStore
+
+    store = SliceStore(store_path)
+    tmp = Path(out).parent / "bench_runs"
+    results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                     "slices": len(store), "image_size": store.image_size}
+    # bf16 stability of the variant that NaN'd before: every step's loss must stay finite
+    trainer = _trainer(store, "medsegdiff_256_4l_32c_8x8a_256t_2btl_medium", 16, "bf16", stability_steps, tmp)
+    losses = []
+    for _ in range(stability_steps):
+        metrics = trainer.train_step()
+        losses.append(float("nan") if metrics is None else metrics["loss"])
+    results["stability_32c_8x8a_256t_2btl_bf16"] = {
+        "steps": stability_steps, "skipped_nonfinite": trainer.skipped_steps,
+        "all_losses_finite": bool(np.isfinite(losses).all()), "first_loss": losses[0], "last_loss": losses[-1],
+        "params_finite": all(torch.isfinite(p).all().item() for p in trainer.model.parameters()),
+    }
+    del trainer
+    torch.cuda.empty_cache()
+    # throughput side by side
+    for model, batch in (("medsegdiff_256_4l_16c_6x4a_128t_1btl_large", 32),
+                         ("medsegdiff_256_4l_32c_6x4a_128t_1btl_medium_simple", 16)):
+        for amp in ("bf16", "none"):
+            trainer = _trainer(store, model, batch, amp, timed_steps + 10, tmp)
+            results[f"train_{model}_b{batch}_{amp}"] = time_steps(trainer, 10, timed_steps)
+            del trainer
+            torch.cuda.empty_cache()
+    Path(out).write_text(json.dumps(results, indent=1))
+    print(f"{'measurement':<75} {'img/s':>8} {'peak GiB':>9}")
+    for key, value in results.items():
+        if key.startswith("train_"):
+            print(f"{key:<75} {value['images_per_s']:>8.1f} {value['peak_gib']:>9.2f}")
+    print(json.dumps(results["stability_32c_8x8a_256t_2btl_bf16"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--root", required=True)
+    p.add_argument("--cases", type=int, default=10)
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--workers", type=int, default=10)
+    t = sub.add_parser("train-bench")
+    t.add_argument("--store", required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("--stability-steps", type=int, default=300)
+    t.add_argument("--timed-steps", type=int, default=50)
+    args = parser.parse_args()
+    if args.command == "prepare":
+        prepare(args.root, args.cases, args.seed, args.workers)
+    else:
+        train_bench(args.store, args.out, args.stability_steps, args.timed_steps)
+
+
+if __name__ == "__main__":
+    main()
