@@ -79,18 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         output_dir = Path(params["training"].get("output_dir") or "data/06_models")
 
     dist_ctx = init_from_environment(resolve_device(config.device).type)
-    active = None
-    if dist_ctx.is_main and os.environ.get("MLFLOW_TRACKING_URI"):
-        import mlflow
+    sink = None
+    if dist_ctx.is_main and os.environ.get("MLFLOW_RUN_ID"):
+        from isles_diffseg.training.mlflow_sink import MlflowSink
 
-        active = mlflow.start_run(run_id=os.environ.get("MLFLOW_RUN_ID"), run_name=config.run_name)
-    try:
-        result = run_in_process(store, folds, config, output_dir, resume_from, dist_ctx)
-    finally:
-        if active is not None:
-            import mlflow
-
-            mlflow.end_run()
+        sink = MlflowSink(os.environ["MLFLOW_RUN_ID"])  # the model's run, opened by the Kedro node
+    result = run_in_process(store, folds, config, output_dir, resume_from, dist_ctx, sink=sink)
     if dist_ctx.is_main:
         (output_dir / config.run_name / "result.json").write_text(json.dumps(result.summary(), indent=1))
     if dist_ctx.enabled:

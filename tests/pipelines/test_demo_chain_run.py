@@ -54,13 +54,23 @@ def test_default_pipeline_runs_end_to_end_and_tracks_everything_in_mlflow(projec
     comparison = pd.read_csv(project_copy / "data/08_reporting/comparison.csv")
     assert {"tiny_diffusion", "tiny_unet", "threshold_rule_tmax6"} <= set(comparison["method"])
 
+    # One MLflow run for the `kedro run`, and one child run per trained model holding its parameters,
+    # training curves, checkpoint and evaluation.
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = mlflow.search_runs(experiment_names=["isles_diffseg"], output_format="list")
-    assert run.data.params["training.model"] == "medsegdiff_tiny_cpu"
-    assert run.data.params["run_name"] == "tiny_diffusion"
-    for key in ("train_loss", "train_lr", "train_grad_norm", "val_dice_3d", "test_model_dice_mean",
-                "test_rule_tmax6_dice_mean"):
-        assert key in run.data.metrics, key
+    runs = {r.data.tags.get("isles_diffseg_run_name"): r
+            for r in mlflow.search_runs(experiment_names=["isles_diffseg"], output_format="list")}
+    assert set(runs) == {None, "tiny_diffusion", "tiny_unet"}
+    parent = runs[None]
+    assert parent.data.params["training.model"] == "medsegdiff_tiny_cpu"
+    for name, model in (("tiny_diffusion", "medsegdiff_tiny_cpu"), ("tiny_unet", "unet_baseline_tiny_cpu")):
+        child = runs[name]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id and child.info.status == "FINISHED"
+        assert child.data.params["run_name"] == name and child.data.params["variant.model"] == model
+        for key in ("train_loss", "train_lr", "train_grad_norm", "train_images_per_s", "val_dice_3d",
+                    "test_model_dice_mean", "test_rule_tmax6_dice_mean", "test_threshold"):
+            assert key in child.data.metrics, (name, key)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["tiny_diffusion"].info.run_id, "evaluation")}
+    assert "evaluation/report.md" in artifacts
 
     # The notebooks run headless on the same tiny project (stored without outputs).
     import shutil

@@ -19,11 +19,12 @@ from typing import Any
 import pandas as pd
 
 from isles_diffseg.data.slice_store import SliceStore
+from isles_diffseg.tracking import ModelRunLogger, flatten, model_run_id
 from isles_diffseg.training.checkpoints import load_checkpoint
 from isles_diffseg.training.distributed import DistContext
 from isles_diffseg.training.mlflow_sink import MlflowSink
 from isles_diffseg.training.run_config import RunConfig, resolve_run_config
-from isles_diffseg.training.trainer import Trainer, TrainingResult
+from isles_diffseg.training.trainer import MetricSink, NullSink, Trainer, TrainingResult
 from isles_diffseg.training.validation import select_validation_cases
 
 logger = logging.getLogger(__name__)
@@ -63,13 +64,13 @@ def prepare_run(store: SliceStore, training: Mapping[str, Any], variants: Mappin
 
 def run_in_process(
     store: SliceStore, folds: pd.DataFrame, config: RunConfig, output_dir: Path, resume_from: Path | None,
-    dist_ctx: DistContext | None = None,
+    dist_ctx: DistContext | None = None, sink: MetricSink | None = None,
 ) -> TrainingResult:
     rows, val = training_rows(store, folds)
     val_cases = select_validation_cases(val, config.recipe.get("val_max_cases"))
     logger.info("Training %s on %d slices of %d cases; validating on %d cases", config.run_name, len(rows),
                 folds["role"].eq("train").sum(), len(val_cases))
-    trainer = Trainer(config, store, rows, val_cases, output_dir / config.run_name, sink=MlflowSink(),
+    trainer = Trainer(config, store, rows, val_cases, output_dir / config.run_name, sink=sink or NullSink(),
                       dist_ctx=dist_ctx, resume_from=resume_from)
     return trainer.fit()
 
@@ -79,13 +80,27 @@ def launch_training(store: SliceStore, folds: pd.DataFrame, training: Mapping[st
     config, resume_from = prepare_run(store, training, variants)
     output_dir = Path(training.get("output_dir") or "data/06_models")
     num_gpus = int(training.get("num_gpus") or 1)
-    if num_gpus <= 1:
-        return run_in_process(store, folds, config, output_dir, resume_from)
-    return run_torchrun(store, folds, config, output_dir, resume_from, num_gpus)
+    run_id = model_run_id(config.run_name)
+    if run_id is not None:
+        ModelRunLogger(run_id).params({"run_name": config.run_name, **{f"variant.{k}": v for k, v in config.names.items()},
+                                       **flatten(config.to_dict())})
+    try:
+        if num_gpus <= 1:
+            result = run_in_process(store, folds, config, output_dir, resume_from,
+                                    sink=MlflowSink(run_id) if run_id else None)
+        else:
+            result = run_torchrun(store, folds, config, output_dir, resume_from, num_gpus, run_id)
+    except BaseException:
+        if run_id is not None:
+            ModelRunLogger(run_id).finish("FAILED")
+        raise
+    if run_id is not None:
+        ModelRunLogger(run_id).finish("KILLED" if result.interrupted else "FINISHED")
+    return result
 
 
 def run_torchrun(store: SliceStore, folds: pd.DataFrame, config: RunConfig, output_dir: Path,
-                 resume_from: Path | None, num_gpus: int) -> TrainingResult:
+                 resume_from: Path | None, num_gpus: int, run_id: str | None) -> TrainingResult:
     """Stage the job as JSON and run ``torchrun -m isles_diffseg.train --job``; this process never touches CUDA."""
     import mlflow
 
@@ -98,8 +113,8 @@ def run_torchrun(store: SliceStore, folds: pd.DataFrame, config: RunConfig, outp
             "output_dir": str(output_dir.resolve()), "resume_from": str(resume_from) if resume_from else None,
         }, default=str))
         env = dict(os.environ)
-        if mlflow.active_run() is not None:  # rank 0 logs into the Kedro run
-            env["MLFLOW_RUN_ID"] = mlflow.active_run().info.run_id
+        if run_id is not None:  # rank 0 logs into the model's MLflow run
+            env["MLFLOW_RUN_ID"] = run_id
             env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_gpus}",
                    "-m", "isles_diffseg.train", "--job", str(job)]

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import torch
@@ -39,6 +38,7 @@ from isles_diffseg.evaluation.trained_model import (
     load_trained_model,
 )
 from isles_diffseg.inference.case_prediction import CasePrediction, predict_case
+from isles_diffseg.tracking import ModelRunLogger, model_run_id
 
 logger = logging.getLogger(__name__)
 
@@ -169,14 +169,16 @@ def build_report(case_table: pd.DataFrame, selection: dict[str, Any], prediction
                "volumes.png": volume_figure(case_table)}
     summary = {"run_name": run_name, "threshold": selection["threshold"], "threshold_mode": selection["mode"],
                "details": details, "methods": summary_by_method, "table": table.to_dict("records")}
-    if mlflow.active_run() is not None:
+    run_id = model_run_id(run_name)  # the evaluated model's MLflow run (created if it was trained elsewhere)
+    if run_id is not None:
+        log = ModelRunLogger(run_id)
         prefix = evaluation.get("mlflow_prefix", "test")
-        mlflow.log_metrics({f"{prefix}_{m.replace('threshold_rule_', 'rule_') if m != run_name else 'model'}_{k}": v
-                            for m, agg in summary_by_method.items() for k, v in agg.items()
-                            if k.endswith("_mean") and v is not None and np.isfinite(v)})
-        mlflow.log_param(f"{prefix}_threshold", selection["threshold"])
+        metrics = {f"{prefix}_{m.replace('threshold_rule_', 'rule_') if m != run_name else 'model'}_{k}": v
+                   for m, agg in summary_by_method.items() for k, v in agg.items()
+                   if k.endswith("_mean") and v is not None and np.isfinite(v)}
+        log.metrics({**metrics, f"{prefix}_threshold": float(selection["threshold"])})
         for name, fig in figures.items():
-            mlflow.log_figure(fig, f"evaluation/{run_name[:60]}/{name}")
-        mlflow.log_text(report, f"evaluation/{run_name[:60]}/report.md")
-        mlflow.log_text(case_table.to_csv(index=False), f"evaluation/{run_name[:60]}/case_metrics.csv")
+            log.figure(fig, f"evaluation/{name}")
+        log.text(report, "evaluation/report.md")
+        log.text(case_table.to_csv(index=False), "evaluation/case_metrics.csv")
     return (RunArtifact(run_name, summary), RunArtifact(run_name, report), RunArtifact(run_name, figures))
