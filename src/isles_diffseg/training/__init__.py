@@ -1,0 +1,1 @@
+"""Training: losses, optimizers, schedulers, augmentation, EMA, checkpoints, the trainer and its launchers."""
