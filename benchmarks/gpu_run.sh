@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_run.sh prepare     # 10 realistic synthetic cases -> data_processing at 256 px
 #   bash benchmarks/gpu_run.sh train       # bf16 stability + throughput table + a Kedro training run (1 GPU, then 2)
 #   bash benchmarks/gpu_run.sh evaluate    # evaluation of all 10 cases, 5-member DDIM-50 ensembles
+#   bash benchmarks/gpu_run.sh quick-train # a 20-step 16c run (gpu16c_1gpu) so that evaluate has a model
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>&1 | grep -v WARNING || true
 export PYTHONPATH=/tmp/site:$PWD/src PATH=/tmp/site/bin:$PATH KEDRO_DISABLE_TELEMETRY=1 PYTHONUNBUFFERED=1 COLUMNS=200
@@ -28,6 +29,10 @@ case "$1" in
       echo "kedro training on $gpus GPU(s): $(python3 -c "print(round($(date +%s.%N)-$start,1))") s wall"
       grep -E "Step 300/300|validation:" "$out/train_${gpus}gpu.log" | tail -2
     done ;;
+  quick-train)
+    python3 -m kedro run --pipelines training --params "$common,${model/max_steps=300/max_steps=20},training.val_interval=20,training.run_name=gpu16c_1gpu" \
+      > "$out/quick_train.log" 2>&1 || { tail -40 "$out/quick_train.log"; exit 1; }
+    grep -E "validation:" "$out/quick_train.log" | tail -1 ;;
   evaluate)
     start=$(date +%s.%N)
     python3 -m kedro run --pipelines evaluation --params "$common,evaluation.run=gpu16c_1gpu,evaluation.split=all,evaluation.members=5,evaluation.diffusion=ddim50,evaluation.threshold.mode=fixed,evaluation.batch_size=320" \
