@@ -26,7 +26,7 @@ GROUP_OF_KEY = {
     "diffusion": "diffusion",
     "recipe": "training",
 }
-_RUN_KEYS = {"seed", "device", "resume", "run_name", "output_dir", "num_gpus", "mlflow_image_grids"}
+_RUN_KEYS = {"seed", "device", "resume", "run_name", "output_dir", "num_gpus"}
 
 
 @dataclass

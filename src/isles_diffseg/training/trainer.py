@@ -115,12 +115,13 @@ class Trainer:
         if self.amp_dtype is not None and self.device.type == "cpu" and self.amp_dtype == torch.float16:
             raise ValueError("fp16 autocast needs a GPU; use amp: bf16 or none on CPU")
 
+        torch.manual_seed(config.seed)  # identical initial weights (and EMA) on every rank
+        self.model = build_model(config.model).to(self.device)
+        self.ema = ExponentialMovingAverage(self.model, float(recipe["ema_rate"]), bool(recipe.get("ema_warmup", True)))
         seed = config.seed + 1000 * self.dist.rank  # per-rank streams: no correlated noise across ranks
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        self.model = build_model(config.model).to(self.device)
-        self.ema = ExponentialMovingAverage(self.model, float(recipe["ema_rate"]), bool(recipe.get("ema_warmup", True)))
         self.optimizer = build_optimizer(config.optimizer, self.model)
         self.scheduler = build_scheduler(config.scheduler, self.optimizer, self.max_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
