@@ -89,7 +89,7 @@ def train_bench(store_path: str, out: str, stability_steps: int, timed_steps: in
     losses = []
     for _ in range(stability_steps):
         metrics = trainer.train_step()
-        losses.append(float("nan") if metrics is None else metrics["loss"])
+        losses.append(float("nan") if metrics is None else float(metrics["loss"]))
     results["stability_32c_8x8a_256t_2btl_bf16"] = {
         "steps": stability_steps, "skipped_nonfinite": trainer.skipped_steps,
         "all_losses_finite": bool(np.isfinite(losses).all()), "first_loss": losses[0], "last_loss": losses[-1],

@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         sink = MlflowSink(os.environ["MLFLOW_RUN_ID"])  # the model's run, opened by the Kedro node
     result = run_in_process(store, folds, config, output_dir, resume_from, dist_ctx, sink=sink)
     if dist_ctx.is_main:
-        (output_dir / config.run_name / "result.json").write_text(json.dumps(result.summary(), indent=1))
+        (output_dir / config.run_name / "result.json").write_text(json.dumps(asdict(result), indent=1))
     if dist_ctx.enabled:
         import torch.distributed as dist
 

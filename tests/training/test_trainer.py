@@ -166,3 +166,15 @@ def test_training_uses_train_cases_only_and_validates_on_the_val_fold(tiny, tmp_
     assert list(val["case_id"]) == ["sub-stroke0005"]
     result = run_in_process(store, folds, _config(store, run_name="r"), tmp_path, None)
     assert np.isfinite(result.best_metric)
+
+
+@pytest.mark.slow
+def test_two_rank_ddp_through_torchrun_on_cpu(tiny, tmp_path):
+    from isles_diffseg.training.launch import launch_training
+
+    store, folds = tiny
+    result = launch_training(store, folds, {**BASE, "num_gpus": 2, "run_name": "ddp", "output_dir": str(tmp_path)},
+                             VARIANTS)
+    assert result.steps == 6 and not result.interrupted
+    assert [row["step"] for row in result.history] == [3, 6]
+    assert Path(result.best_checkpoint).is_file() and len(load_checkpoint(tmp_path / "ddp/checkpoints/latest.pt")["generators"]) == 2

@@ -74,6 +74,10 @@ class CaseStore:
     def ok_case_ids(self) -> list[str]:
         return [m["case_id"] for m in self.metas() if m["status"] == "ok"]
 
+    def brain(self, case_id: str) -> np.ndarray:
+        """The canonical field-of-view mask alone (without reading the image volume)."""
+        return np.asarray(nib.load(str(self.root / case_id / "brain.nii.gz")).dataobj, dtype=np.uint8)
+
     def load(self, case_id: str) -> PreprocessedCase:
         folder = self.root / case_id
         meta = json.loads((folder / "meta.json").read_text())

@@ -12,7 +12,6 @@ from isles_diffseg.config.variants import select_variant
 from isles_diffseg.diffusion import GaussianDiffusion
 from isles_diffseg.evaluation.trained_model import TrainedModel
 from isles_diffseg.inference.predict import AMP_DTYPES, SamplerConfig, build_diffusion
-from isles_diffseg.training.trainer import resolve_device
 
 
 @dataclass
@@ -29,15 +28,14 @@ class EvaluationSetup:
     seed: int
 
 
-def resolve_setup(evaluation: Mapping[str, Any], trained: TrainedModel | None, variants: Mapping[str, Any],
-                  device: torch.device | None = None) -> EvaluationSetup:
+def resolve_setup(evaluation: Mapping[str, Any], trained: TrainedModel, variants: Mapping[str, Any],
+                  device: torch.device) -> EvaluationSetup:
     """Sampling follows the training run's diffusion variant unless ``evaluation.diffusion`` names another."""
-    device = device or resolve_device(str(evaluation.get("device", "auto")))
     amp = evaluation.get("amp", "auto")
     amp_dtype = (torch.bfloat16 if device.type == "cuda" else None) if amp == "auto" else AMP_DTYPES[amp]
     diffusion = sampler = name = None
-    discriminative = trained is not None and trained.kind == "discriminative"
-    if trained is not None and not discriminative:
+    discriminative = trained.kind == "discriminative"
+    if not discriminative:
         variant = trained.config.diffusion
         name = trained.config.names["diffusion"]
         if evaluation.get("diffusion"):

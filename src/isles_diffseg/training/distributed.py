@@ -38,15 +38,6 @@ def init_from_environment(device_type: str) -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
-def all_ranks_agree(flag: bool, ctx: DistContext, device: torch.device) -> bool:
-    """True only if ``flag`` is true on every rank (so all ranks take the same branch)."""
-    if not ctx.enabled:
-        return flag
-    value = torch.tensor([1 if flag else 0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item())
-
-
 def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
     if not ctx.enabled:
         return [obj]

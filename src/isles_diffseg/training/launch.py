@@ -120,7 +120,4 @@ def run_torchrun(store: SliceStore, folds: pd.DataFrame, config: RunConfig, outp
                    "-m", "isles_diffseg.train", "--job", str(job)]
         logger.info("Launching %s", " ".join(command))
         subprocess.run(command, check=True, env=env)
-    summary = json.loads((output_dir / config.run_name / "result.json").read_text())
-    history = pd.read_csv(output_dir / config.run_name / "history.csv").to_dict("records") \
-        if (output_dir / config.run_name / "history.csv").stat().st_size > 1 else []
-    return TrainingResult(**summary, history=history)
+    return TrainingResult(**json.loads((output_dir / config.run_name / "result.json").read_text()))

@@ -28,7 +28,7 @@ from isles_diffseg.models import build_model
 from isles_diffseg.training.augmentation import build_augmentation
 from isles_diffseg.training.batches import SliceBatchSampler, load_batch
 from isles_diffseg.training.checkpoints import CheckpointFolder, load_checkpoint, save_atomic
-from isles_diffseg.training.distributed import DistContext, all_ranks_agree, barrier, gather_objects
+from isles_diffseg.training.distributed import DistContext, barrier, gather_objects
 from isles_diffseg.training.ema import ExponentialMovingAverage
 from isles_diffseg.training.losses import build_loss
 from isles_diffseg.training.optim import build_optimizer, build_scheduler
@@ -212,30 +212,28 @@ class Trainer:
                 return self.loss_fn(terms, mask, self.diffusion, self.step)
             return self.loss_fn(self.train_model(None, None, image), mask)
 
-    def train_step(self) -> dict[str, float] | None:
-        """One optimizer step (over ``grad_accumulation`` micro-batches); None if it was skipped."""
+    def train_step(self) -> dict[str, torch.Tensor | float] | None:
+        """One optimizer step (over ``grad_accumulation`` micro-batches); None if it was skipped.
+
+        The gradient norm is the step's only host sync: a non-finite loss makes non-finite gradients,
+        and under DDP the all-reduce spreads them to every rank, so all ranks skip together. Loss
+        components stay on the device until the next log line.
+        """
         recipe = self.config.recipe
         accumulation = int(recipe.get("grad_accumulation", 1))
         self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        finite = True
+        sums: dict[str, torch.Tensor | float] = {}
         for _ in range(accumulation):
             image, mask = load_batch(self.store, self.batches.next_batch(), self.device)
             image, mask = self.augment(image, mask, self.augment_generator)
             losses = self._loss(image, mask)
-            finite = all_ranks_agree(bool(torch.isfinite(losses["loss"]).item()), self.dist, self.device)
-            if not finite:
-                break
             self.scaler.scale(losses["loss"] / accumulation).backward()
             for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach()) / accumulation
-        grad_norm = float("nan")
-        if finite:
-            self.scaler.unscale_(self.optimizer)
-            clip = recipe.get("grad_clip") or math.inf
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-            finite = math.isfinite(grad_norm)
-        if not finite:
+                sums[key] = sums.get(key, 0.0) + value.detach().float() / accumulation
+        self.scaler.unscale_(self.optimizer)
+        clip = recipe.get("grad_clip") or math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.update()  # fp16: lowers the scale after an overflow
             self.skipped_steps += 1
@@ -326,7 +324,7 @@ class Trainer:
             # disable=None: a live bar on a terminal, none in logs and CI (the log lines below remain)
             progress = tqdm(total=self.max_steps, initial=self.step, desc=self.config.run_name[:40], unit="step",
                             disable=None)
-        window: dict[str, float] = {}
+        window: dict[str, torch.Tensor | float] = {}
         window_steps, window_start = 0, time.perf_counter()
         images_per_step = int(recipe["batch_size"]) * int(recipe.get("grad_accumulation", 1)) * self.dist.world_size
         interrupted = False
@@ -341,7 +339,7 @@ class Trainer:
                     progress.update(1)
                 if window_steps and (self.step % log_every == 0 or self.step == self.max_steps):
                     elapsed = time.perf_counter() - window_start
-                    logged = {f"train_{k}": v / window_steps for k, v in window.items()}
+                    logged = {f"train_{k}": float(v) / window_steps for k, v in window.items()}
                     logged["train_images_per_s"] = window_steps * images_per_step / max(elapsed, 1e-9)
                     logged["train_skipped_steps"] = float(self.skipped_steps)
                     if self.dist.is_main:

@@ -39,17 +39,18 @@ from isles_diffseg.evaluation.trained_model import (
 )
 from isles_diffseg.inference.case_prediction import CasePrediction, predict_case
 from isles_diffseg.tracking import ModelRunLogger, model_run_id
+from isles_diffseg.training.trainer import resolve_device
 
 logger = logging.getLogger(__name__)
 
 
 def _load(training_run: dict[str, Any] | None, store: SliceStore, evaluation: dict[str, Any],
           variants: dict[str, Any]) -> tuple[TrainedModel, EvaluationSetup]:
-    setup = resolve_setup(evaluation, None, variants)
+    device = resolve_device(str(evaluation.get("device", "auto")))
     run_dir = find_run_dir(evaluation.get("run"), training_run, Path(evaluation.get("runs_dir", "data/06_models")))
-    trained = load_trained_model(run_dir, setup.device)
+    trained = load_trained_model(run_dir, device)
     check_compatible(trained, store.modalities, store.context_slices, store.image_size)
-    return trained, resolve_setup(evaluation, trained, variants, setup.device)
+    return trained, resolve_setup(evaluation, trained, variants, device)
 
 
 def _predict(trained: TrainedModel, setup: EvaluationSetup, store: SliceStore, case_id: str) -> CasePrediction:
@@ -94,6 +95,7 @@ def predict_cases(selection: dict[str, Any], store: SliceStore, folds: pd.DataFr
     """Lazy NIfTI writers (mask, probability, uncertainty per case) on each case's native grid."""
     trained, setup = _load(None, store, {**evaluation, "run": selection["run_dir"]}, variants)
     split_cases = _cases(folds, store, evaluation.get("split", "test"))
+    metas = {m["case_id"]: m for m in cases.metas()}
     if not split_cases:
         raise ValueError(f"no case with role {evaluation.get('split', 'test')!r} in case_folds")
 
@@ -101,7 +103,7 @@ def predict_cases(selection: dict[str, Any], store: SliceStore, folds: pd.DataFr
     def native_images(case_id: str) -> dict[str, Any]:
         started = time.perf_counter()
         prediction = _predict(trained, setup, store, case_id)
-        meta = next(m for m in cases.metas() if m["case_id"] == case_id)
+        meta = metas[case_id]
         native = NativeGeometry(np.asarray(meta["native_affine"]), tuple(meta["native_shape"]))
         result = to_native(case_id, prediction.probability, prediction.uncertainty, store.geometry(case_id), native,
                            float(selection["threshold"]))
@@ -128,7 +130,7 @@ def score_cases(predictions: dict[str, Callable[[], Any]], selection: dict[str, 
         pred = np.asarray(predictions[key]().dataobj, dtype=np.uint8)
         methods = {selection["run_name"]: pred}
         if evaluation.get("baselines", {}).get("threshold_rules", True):
-            brain = native.to_native(cases.load(case_id).brain)
+            brain = native.to_native(cases.brain(case_id))
             methods.update(threshold_rule_masks(meta, brain, spacing, evaluation.get("baselines", {})))
         for method, mask in methods.items():
             rows.append({"method": method, "case_id": case_id, **case_metrics(mask, gt, spacing, native)})
