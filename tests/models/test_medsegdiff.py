@@ -33,9 +33,11 @@ TINY_VARIANT = "medsegdiff_tiny_cpu"
 
 
 def small_model(name: str, **overrides) -> medsegdiff.MedSegDiff:
+    """The variant at <= 32 px with PyTorch's default init: the wiring tests below need an output that
+    depends on its inputs, which the variants' zero-initialised output conv hides until training starts."""
     torch.manual_seed(0)
     size = min(VARIANTS[name]["image_size"], SMALL_SIZE)
-    return build_model(VARIANTS[name], image_size=size, **overrides)
+    return build_model(VARIANTS[name], image_size=size, **{"init": "default", **overrides})
 
 
 def inputs(model: medsegdiff.MedSegDiff, batch: int = 2, seed: int = 1):
@@ -176,3 +178,31 @@ def test_wrong_image_channels_is_rejected():
     x_t, t, image = inputs(model)
     with pytest.raises(ValueError, match="image must have shape"):
         model(x_t, t, image[:, :1])
+
+
+def test_every_variant_starts_from_a_zero_prediction():
+    """improved-diffusion's output init: the first loss is the target's own scale (order 1), not 10^3."""
+    for name in VARIANTS:
+        assert VARIANTS[name]["init"] == "zero_out"
+    model = small_model(TINY_VARIANT, init="zero_out")
+    x_t, t, image = inputs(model)
+    out = model(x_t, t, image)
+    assert torch.equal(out, torch.zeros_like(out))
+    (out - 1).square().mean().backward()  # against a target the output conv learns from the first step
+    assert model.final_conv.weight.grad.abs().sum() > 0
+
+
+def test_reference_he_init_starts_far_from_the_target_scale():
+    """The reference design's Kaiming init (slope 0.01) compounds through the residual sums: outputs of
+    std ~170 at 256 px, and already far above 1 on the tiny variant, against a target in [-1, 1]."""
+    with torch.no_grad():
+        he = small_model(TINY_VARIANT, init="he")
+        default = small_model(TINY_VARIANT, init="default")
+        x_t, t, image = inputs(he)
+        assert he(x_t, t, image).std() > 5
+        assert default(x_t, t, image).std() < 2
+
+
+def test_unknown_init_is_rejected():
+    with pytest.raises(ValueError, match="init must be one of"):
+        small_model(TINY_VARIANT, init="xavier")

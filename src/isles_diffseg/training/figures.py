@@ -1,20 +1,23 @@
-"""Validation image grids: image channels, ground truth, prediction and uncertainty per example."""
+"""Validation figures: example grids, predicted vs true volumes, probability histograms, x_0 chains.
+
+Image arrays are (X, Y) in RAS order; they are shown transposed with the origin low so anterior is up.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
-def validation_grid(examples: list[dict[str, np.ndarray]], modalities: list[str]) -> Figure:
-    """One row per example: the centre-slice modalities, GT, probability and uncertainty.
-
-    Arrays are (X, Y) in RAS order; they are shown transposed with the origin low so anterior is up.
-    """
+def validation_grid(examples: list[dict[str, Any]], modalities: list[str]) -> Figure:
+    """One row per example: the centre-slice modalities, GT, probability and uncertainty."""
     n_mod = len(modalities)
     columns = [*modalities, "ground truth", "prediction", "uncertainty"]
     fig, axes = plt.subplots(len(examples), len(columns), figsize=(2.2 * len(columns), 2.2 * len(examples)),
@@ -32,3 +35,64 @@ def validation_grid(examples: list[dict[str, np.ndarray]], modalities: list[str]
         row[0].set_ylabel(example["case_id"], fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def volume_scatter(true_volume: np.ndarray, predicted_volume: np.ndarray, unit: str) -> Figure:
+    """One point per case, predicted against true lesion volume, with the identity line.
+
+    Empty predictions lie on the x axis; scattered false positives lie far above the line.
+    """
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(true_volume, predicted_volume, s=14, alpha=0.8)
+    top = max(1.0, float(np.max(true_volume, initial=0)), float(np.max(predicted_volume, initial=0))) * 1.05
+    ax.plot([0, top], [0, top], color="gray", linestyle="--", linewidth=1)
+    # a little room below 0 so that empty predictions, the failure this figure is for, are not cut in half
+    ax.set_xlim(-0.03 * top, top)
+    ax.set_ylim(-0.03 * top, top)
+    ax.set_xlabel(f"true lesion volume ({unit})")
+    ax.set_ylabel(f"predicted lesion volume ({unit})")
+    # no legend: any corner of it could hide cases (noise sits top left, missed lesions bottom right)
+    ax.set_title(f"validation volumes, {len(true_volume)} cases (dashed: identity)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def probability_histogram(lesion_counts: np.ndarray, background_counts: np.ndarray, edges: np.ndarray) -> Figure:
+    """Predicted probability of brain pixels inside and outside the true lesion, log-scale counts.
+
+    Log scale because background pixels outnumber lesion pixels by orders of magnitude.
+    """
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.stairs(background_counts, edges, label=f"outside lesion ({int(np.sum(background_counts))} px)")
+    ax.stairs(lesion_counts, edges, label=f"inside lesion ({int(np.sum(lesion_counts))} px)")
+    ax.set_yscale("log")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("brain pixels")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def denoising_chain_grid(examples: list[dict[str, Any]], modalities: list[str]) -> Figure:
+    """One row per example: the first modality's centre slice, GT, then the x_0 estimate at each timestep."""
+    n_mod = len(modalities)
+    n_columns = 2 + len(examples[0]["chain_timesteps"])  # every example ran the same sampler
+    fig, axes = plt.subplots(len(examples), n_columns, figsize=(2.2 * n_columns, 2.2 * len(examples)),
+                             squeeze=False)
+    for row, example in zip(axes, examples, strict=True):
+        k = example["image"].shape[0] // n_mod // 2  # centre slice of the 2.5D stack
+        _show(row[0], example["image"][k * n_mod], modalities[0])
+        _show(row[1], example["gt"], "ground truth")
+        for ax, x0, t in zip(row[2:], example["chain_x0"], example["chain_timesteps"], strict=True):
+            _show(ax, x0, f"x0 at t={t}")
+        row[0].set_ylabel(example["case_id"], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _show(ax: Axes, panel: np.ndarray, title: str) -> None:
+    ax.imshow(np.asarray(panel, dtype=np.float32).T, origin="lower", cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)

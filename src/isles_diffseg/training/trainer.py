@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from isles_diffseg.data.slice_store import SliceStore
-from isles_diffseg.diffusion import mask_to_signal
+from isles_diffseg.diffusion import GaussianDiffusion, mask_to_signal
 from isles_diffseg.inference.predict import AMP_DTYPES, SamplerConfig, build_diffusion
 from isles_diffseg.models import build_model
 from isles_diffseg.training.augmentation import build_augmentation
@@ -69,6 +69,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def timestep_bucket_metrics(sums: torch.Tensor | None, counts: torch.Tensor | None,
+                            diffusion: GaussianDiffusion | None) -> dict[str, float]:
+    """``train_mse_by_t/<first>-<last>``: the window's mean MSE per timestep bucket (empty buckets omitted)."""
+    if sums is None or counts is None or diffusion is None:
+        return {}
+    edges = np.ceil(np.linspace(0, diffusion.num_timesteps, len(sums) + 1)).astype(int)  # t * K // T == k
+    return {f"train_mse_by_t/{lo:04d}-{hi - 1:04d}": float(s / c)
+            for lo, hi, s, c in zip(edges[:-1], edges[1:], sums.tolist(), counts.tolist(), strict=True) if c > 0}
+
+
 @dataclass
 class TrainingResult:
     run_name: str
@@ -111,6 +121,8 @@ class Trainer:
         self.device = resolve_device(config.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed slice shapes: the fastest conv kernels, picked once
         self.amp_dtype = AMP_DTYPES[recipe.get("amp", "none")]
         if self.amp_dtype is not None and self.device.type == "cpu" and self.amp_dtype == torch.float16:
             raise ValueError("fp16 autocast needs a GPU; use amp: bf16 or none on CPU")
@@ -339,7 +351,9 @@ class Trainer:
                     progress.update(1)
                 if window_steps and (self.step % log_every == 0 or self.step == self.max_steps):
                     elapsed = time.perf_counter() - window_start
-                    logged = {f"train_{k}": float(v) / window_steps for k, v in window.items()}
+                    logged = timestep_bucket_metrics(window.pop("mse_by_t_sum", None), window.pop("mse_by_t_count", None),
+                                                     self.diffusion)
+                    logged.update({f"train_{k}": float(v) / window_steps for k, v in window.items()})
                     logged["train_images_per_s"] = window_steps * images_per_step / max(elapsed, 1e-9)
                     logged["train_skipped_steps"] = float(self.skipped_steps)
                     if self.dist.is_main:

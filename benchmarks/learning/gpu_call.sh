@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One device call: data once, then every arm of a plan at the same time on the one GPU.
+#   bash benchmarks/learning/gpu_call.sh benchmarks/learning/plans/sweep.yml [deadline_s] [cases]
+# Needs the nibabel wheel in .whl (carried): python3 -m pip download --no-deps --only-binary=:all: \
+#   --python-version 3.12 --platform manylinux2014_x86_64 -d .whl nibabel==5.4.2
+set -euo pipefail
+plan=$1; deadline=${2:-420}; cases=${3:-40}
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/nibabel-*.whl 2>&1 | grep -v WARNING || true
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+out=${OUT:-/tmp/out}; mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__)"
+start=$(date +%s)
+python3 benchmarks/learning/driver.py prepare --work /tmp/learn --cases "$cases" --workers "$(nproc)"
+(while sleep 30; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; done) > "$out/gpu_util.log" &
+python3 benchmarks/learning/driver.py sweep --work /tmp/learn --plan "$plan" --out "$out/curves.jsonl" --deadline-s "$deadline" ${ONLY:+--only $ONLY}
+echo "call wall: $(( $(date +%s) - start )) s"
+tar czf "$out/logs.tgz" -C "$out" curves_logs

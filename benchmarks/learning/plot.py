@@ -1,0 +1,90 @@
+"""Curves and tables of benchmarks/learning/README.md from the driver's JSONL records.
+
+    python benchmarks/learning/plot.py benchmarks/learning/results/*.jsonl --out benchmarks/learning/results
+
+Writes ``training_loss.png`` (loss against steps, log scale), ``validation_dice.png`` (validation 3D Dice
+against steps) and ``test_metrics.md`` (test-fold means per method; methods of one fold compared on the
+cases every one of them scored, so a partly evaluated setting is never compared on other cases).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def read(paths: list[Path]) -> list[dict]:
+    return [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+
+
+def curves(records: list[dict], kind: str, key: str) -> dict[str, tuple[list[int], list[float]]]:
+    out: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    for r in records:
+        if r["type"] == kind and key in r:
+            out[r["arm"]][0].append(r["step"])
+            out[r["arm"]][1].append(r[key])
+    return dict(out)
+
+
+def plot(series: dict[str, tuple[list[int], list[float]]], ylabel: str, path: Path, log: bool = False) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for arm, (steps, values) in sorted(series.items()):
+        ax.plot(steps, values, marker="o", markersize=3, label=arm)
+    ax.set_xlabel("training step (batch 32)")
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def test_table(records: list[dict]) -> str:
+    by_fold: dict[int, dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        if r["type"] == "test":
+            method = r["setting"] if r["arm"].startswith("rules") else f"{r['arm']} {r['setting']}"
+            by_fold[r["fold"]][method][r["case_id"]] = r
+    lines = []
+    for fold, methods in sorted(by_fold.items()):
+        # a run stopped part-way through its test cases (a device-time deadline) is left out when it
+        # scored under 3/4 of the fold; the others are compared on the cases they all scored
+        most = max(len(cases) for cases in methods.values())
+        methods = {m: cases for m, cases in methods.items() if len(cases) >= 0.75 * most}
+        common = sorted(set.intersection(*(set(cases) for cases in methods.values())))
+        lines += [f"\n**Fold {fold}** (test fold; {len(common)} cases scored by every method shown: {', '.join(common)})\n",
+                  "| method | 3D Dice | lesion F1 | AVD mL | abs. lesion count diff | HD95 mm |", "|---|---|---|---|---|---|"]
+        for method, cases in sorted(methods.items(), key=lambda kv: -np.mean([kv[1][c]["dice"] for c in common])):
+            rows = [cases[c] for c in common]
+            mean = {k: np.nanmean([float(r[k]) for r in rows]) for k in
+                    ("dice", "lesion_f1", "abs_volume_diff_ml", "abs_lesion_count_diff", "hd95_mm")}
+            lines.append(f"| {method} | {mean['dice']:.3f} | {mean['lesion_f1']:.3f} | {mean['abs_volume_diff_ml']:.1f} "
+                         f"| {mean['abs_lesion_count_diff']:.1f} | {mean['hd95_mm']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("jsonl", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    records = read(args.jsonl)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot(curves(records, "train", "train_loss"), "training loss (window mean)", args.out / "training_loss.png", log=True)
+    plot(curves(records, "val", "val_dice_3d"), "validation 3D Dice (8 val-fold cases)", args.out / "validation_dice.png")
+    (args.out / "test_metrics.md").write_text(test_table(records))
+    print((args.out / "test_metrics.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
