@@ -280,7 +280,7 @@ def sweep(work: Path, plan_path: Path, out: Path, deadline_s: float, only: list[
     for arm in arms:
         command = [sys.executable, __file__, "arm", "--work", str(work), "--out", str(out), "--env",
                    plan.get("env", "isles24"), "--arm-json", json.dumps(arm)]
-        log = open(logs / f"{arm['name']}.log", "w")
+        log = open(logs / f"{arm['name']}.log", "w")  # noqa: SIM115 - the child writes to it until it exits
         procs[arm["name"]] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                               env={**os.environ, "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"})
     deadline = time.time() + deadline_s
@@ -295,7 +295,7 @@ def sweep(work: Path, plan_path: Path, out: Path, deadline_s: float, only: list[
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        print(f"{name}: exit {proc.returncode}; log tail:\n" + "".join(open(logs / f"{name}.log").readlines()[-4:]),
+        print(f"{name}: exit {proc.returncode}; log tail:\n" + "\n".join((logs / f"{name}.log").read_text().splitlines()[-4:]),
               flush=True)
 
 
