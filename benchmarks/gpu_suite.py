@@ -24,7 +24,7 @@ import torch
 CONF = Path(__file__).resolve().parents[1] / "conf" / "base"
 
 
-def _write_one(args: tuple[int, str, int, int]) -> str:
+def write_realistic_case(args: tuple[int, str, int, int]) -> str:
     import yaml
 
     from isles_diffseg.data.synthetic import LesionMix, generate_case, resolve_profile, write_case
@@ -42,7 +42,7 @@ def _write_one(args: tuple[int, str, int, int]) -> str:
 def prepare(root: str, cases: int, seed: int, workers: int) -> None:
     started = time.perf_counter()
     with ProcessPoolExecutor(workers) as pool:
-        done = list(pool.map(_write_one, [(i, root, cases, seed) for i in range(cases)]))
+        done = list(pool.map(write_realistic_case, [(i, root, cases, seed) for i in range(cases)]))
     print(f"wrote {len(done)} realistic cases in {time.perf_counter() - started:.1f} s")
 
 

@@ -36,22 +36,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 # ---- data ------------------------------------------------------------------------------------------
-def _generate(args: tuple[int, str, int, int]) -> str:
-    from isles_diffseg.data.synthetic import LesionMix, generate_case, resolve_profile, write_case
-
-    index, raw, n_cases, seed = args
-    params = yaml.safe_load((CONF / "base" / "parameters_synthetic.yml").read_text())["synthetic"]
-    profile = resolve_profile("realistic", params["profiles"])
-    case = generate_case(index, profile, np.random.default_rng([seed, index]), n_cases=n_cases,
-                         lesion_mix=LesionMix.from_mapping(params["lesions"]), first_case_id=1,
-                         mask_as_scaled_uint16=index == params["scaled_mask_index"])
-    write_case(case, Path(raw), threads=1)
-    return case.case_id
-
-
 def _ingest(args: tuple[Any, str]) -> dict[str, Any]:
     from isles_diffseg.data.case_store import write_case
     from isles_diffseg.data.case_volume import preprocess_case
@@ -78,6 +66,8 @@ def _slice(args: tuple[str, str, int]) -> Any:
 
 def prepare(work: Path, cases: int, workers: int, image_size: int, seed: int) -> None:
     """Realistic synthetic release -> case store -> slice store at ``image_size`` -> 5 folds."""
+    from gpu_suite import write_realistic_case  # the same cases as benchmarks/README.md's GPU runs
+
     from isles_diffseg.data.discovery import discover_cases
     from isles_diffseg.data.folds import assign_folds
     from isles_diffseg.data.slice_store import SliceStoreWriter, lesion_free_keep_mask
@@ -85,7 +75,7 @@ def prepare(work: Path, cases: int, workers: int, image_size: int, seed: int) ->
     started = time.perf_counter()
     raw, cases_root, slices = work / "raw", work / "cases", work / "slices"
     with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(_generate, [(i, str(raw), cases, seed) for i in range(cases)]))
+        list(pool.map(write_realistic_case, [(i, str(raw), cases, seed) for i in range(cases)]))
         generated = time.perf_counter()
         metas = list(pool.map(_ingest, [(f, str(cases_root)) for f in discover_cases(raw)]))
     ingested = time.perf_counter()
