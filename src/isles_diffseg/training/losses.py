@@ -37,8 +37,8 @@ from isles_diffseg.diffusion.gaussian import TrainingTerms
 _DIFFUSION_KEYS = {"kind", "name", "description", "token", "mse_weight", "dice_weight", "bce_weight",
                    "aux_warmup_steps", "aux_logit_scale", "noise_weighting", "calibration_weight", "dice_smooth",
                    "foreground_weight"}
-TIMESTEP_BUCKETS = 4
 _DISCRIMINATIVE_KEYS = {"kind", "name", "description", "token", "dice_weight", "bce_weight", "dice_smooth"}
+TIMESTEP_BUCKETS = 4  # the per-timestep MSE is reported for each quarter of the diffusion process
 
 
 def soft_dice_per_sample(probabilities: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
