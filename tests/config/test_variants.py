@@ -44,3 +44,31 @@ def test_kedro_parameters_expose_every_variant_group(project_copy):
         models = catalog.load("params:variants.model")
     assert models == load_variant_group("model", CONF)
     assert "medsegdiff_256_4l_16c_6x4a_128t_1btl_large" in models
+
+
+def test_isles24_environment_trains_the_x0_recipe_the_learning_benchmark_measured(project_copy):
+    """`kedro run --env isles24` must train what benchmarks/learning measured: x0 prediction, flat
+    Dice/BCE auxiliaries, zero-initialised output; and the benchmark driver must resolve it the same way."""
+    import sys
+
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from isles_diffseg.training.run_config import GROUP_OF_KEY, resolve_run_config
+
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy, env="isles24") as session:
+        catalog = session.load_context().catalog
+        training = catalog.load("params:training")
+        variants = {group: catalog.load(f"params:variants.{group}") for group in set(GROUP_OF_KEY.values())}
+    config = resolve_run_config(training, variants, image_channels=2, image_size=256)
+    assert config.diffusion["model_output"] == "x0"
+    assert (config.loss["dice_weight"], config.loss["bce_weight"], config.loss["noise_weighting"]) == (1.0, 1.0, "none")
+    assert config.model["init"] == "zero_out" and config.model["first_conv_channels"] == 16
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks" / "learning"))
+    try:
+        from driver import training_block
+    finally:
+        sys.path.pop(0)
+    assert training_block("isles24", "training", {}) == training
