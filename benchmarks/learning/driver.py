@@ -54,14 +54,10 @@ def _ingest(args: tuple[Any, str]) -> dict[str, Any]:
 def _slice(args: tuple[str, str, int]) -> Any:
     from isles_diffseg.data.case_store import CaseStore
     from isles_diffseg.data.slice_store import CaseSlices
-    from isles_diffseg.data.slicing import SliceGeometry, image_to_slices, mask_to_slices
 
     cases_root, case_id, image_size = args
     interpolation = yaml.safe_load((CONF / "base" / "parameters_slicing.yml").read_text())["slicing"]["mask_interpolation"]
-    case = CaseStore(cases_root).load(case_id)
-    geometry = SliceGeometry.plan(tuple(case.image.shape[:3]), image_size)
-    return CaseSlices(case_id, image_to_slices(case.image, geometry), mask_to_slices(case.mask, geometry, interpolation),
-                      mask_to_slices(case.brain, geometry, "nearest"), geometry)
+    return CaseSlices.from_case(CaseStore(cases_root).load(case_id), image_size, interpolation)
 
 
 def prepare(work: Path, cases: int, workers: int, image_size: int, seed: int) -> None:
@@ -182,7 +178,7 @@ def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, 
                                       sampler=sampler, device=device, members=int(setting["members"]),
                                       batch_size=64, amp_dtype=amp, generator=torch.Generator(device).manual_seed(0))
             meta = metas[case_id]
-            native = NativeGeometry(np.asarray(meta["native_affine"]), tuple(meta["native_shape"]))
+            native = NativeGeometry.from_meta(meta)
             pred = to_native(case_id, prediction.probability, prediction.uncertainty, store.geometry(case_id), native,
                              0.5).mask
             gt, spacing = read_native_mask(meta["mask_file"])
@@ -212,7 +208,7 @@ def rule_metrics(work: Path, fold: int, sink: JsonlSink) -> None:
     params = yaml.safe_load((CONF / "base" / "parameters_evaluation.yml").read_text())["evaluation"]["baselines"]
     for case_id in sorted(roles.loc[roles["role"] == "test", "case_id"]):
         meta = metas[case_id]
-        native = NativeGeometry(np.asarray(meta["native_affine"]), tuple(meta["native_shape"]))
+        native = NativeGeometry.from_meta(meta)
         gt, spacing = read_native_mask(meta["mask_file"])
         for method, mask in threshold_rule_masks(meta, native.to_native(cases.brain(case_id)), spacing, params).items():
             sink.write({"type": "test", "fold": fold, "case_id": case_id, "setting": method,

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from isles_diffseg.diffusion import GaussianDiffusion
-from isles_diffseg.training.losses import TIMESTEP_BUCKETS, DiffusionLoss, build_loss
-from isles_diffseg.training.trainer import timestep_bucket_metrics
+from isles_diffseg.training.losses import TIMESTEP_BUCKETS, DiffusionLoss, build_loss, timestep_bucket_metrics
 
 
 def _terms(output: torch.Tensor, target: torch.Tensor, t: list[int]) -> dict:

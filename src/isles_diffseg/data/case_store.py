@@ -92,7 +92,7 @@ class CaseStore:
             image=image,
             mask=np.asarray(nib.load(str(mask_path)).dataobj, dtype=np.uint8) if mask_path.exists() else None,
             brain=np.asarray(nib.load(str(folder / "brain.nii.gz")).dataobj, dtype=np.uint8),
-            geometry=NativeGeometry(np.asarray(meta["native_affine"]), tuple(meta["native_shape"])),
+            geometry=NativeGeometry.from_meta(meta),
             modalities=list(meta["modalities"]),
             meta=meta,
         )

@@ -6,7 +6,9 @@ the very same voxels; predictions written back this way overlay the input in any
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -19,6 +21,11 @@ class NativeGeometry:
 
     affine: np.ndarray
     shape: tuple[int, int, int]
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> NativeGeometry:
+        """From a case store's ``meta.json`` (``native_affine``, ``native_shape``)."""
+        return cls(np.asarray(meta["native_affine"]), tuple(meta["native_shape"]))
 
     @property
     def axcodes(self) -> tuple[str, str, str]:

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from isles_diffseg.data.slicing import SliceGeometry
+from isles_diffseg.data.case_volume import PreprocessedCase
+from isles_diffseg.data.slicing import SliceGeometry, image_to_slices, mask_to_slices
 
 INDEX_COLUMNS = ["row", "case_id", "slice", "lesion_pixels", "brain_pixels", "train_keep"]
 
@@ -115,6 +116,16 @@ class CaseSlices:
     masks: np.ndarray  # (Z, S, S) uint8
     brain: np.ndarray  # (Z, S, S) uint8
     geometry: SliceGeometry
+
+    @classmethod
+    def from_case(cls, case: PreprocessedCase, image_size: int, mask_interpolation: str) -> CaseSlices:
+        """The axial slices of a canonical case, padded square and resampled to ``image_size``."""
+        if case.mask is None:
+            raise ValueError(f"{case.case_id} has no lesion mask; the slice store needs ground truth")
+        geometry = SliceGeometry.plan(tuple(case.image.shape[:3]), image_size)
+        return cls(case.case_id, image_to_slices(case.image, geometry),
+                   mask_to_slices(case.mask, geometry, mask_interpolation),
+                   mask_to_slices(case.brain, geometry, "nearest"), geometry)
 
 
 class SliceStoreWriter:

@@ -31,7 +31,7 @@ def threshold_rule_masks(case_meta: Mapping[str, Any], brain_native: np.ndarray,
     masks = {TMAX_RULE: tmax_rule(tmax, brain_native, spacing_mm, threshold_s, min_ml).astype(np.uint8)}
     if "cbf" in sources:
         cbf = read_volume(sources["cbf"], case_meta["case_id"], what="CBF").data
-        native = NativeGeometry(np.asarray(case_meta["native_affine"]), tuple(case_meta["native_shape"]))
+        native = NativeGeometry.from_meta(case_meta)
         axis_lr = [code in ("L", "R") for code in native.axcodes].index(True)
         masks[TMAX_RCBF_RULE] = tmax_rcbf_rule(
             tmax, cbf, brain_native, spacing_mm, axis_lr=axis_lr, tmax_threshold_s=threshold_s,

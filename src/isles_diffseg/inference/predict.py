@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from isles_diffseg.diffusion import GaussianDiffusion, ddim_sample, ddpm_sample, sample_ensemble
+from isles_diffseg.diffusion import GaussianDiffusion, SampleResult, ddim_sample, ddpm_sample, sample_ensemble
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None, None: None}
 
@@ -62,9 +62,16 @@ def predict_probabilities(
         raise ValueError(f"kind must be 'diffusion' or 'discriminative', got {kind!r}")
     if diffusion is None or sampler is None:
         raise ValueError("diffusion models need a diffusion process and a sampler configuration")
+    sample_fn, options = sampling_call(sampler, amp_dtype, generator)
+    return sample_ensemble(sample_fn, diffusion, model, image, members=members, max_batch_size=max_batch_size, **options)
+
+
+def sampling_call(sampler: SamplerConfig, amp_dtype: torch.dtype | None,
+                  generator: torch.Generator | None) -> tuple[Callable[..., SampleResult], dict[str, Any]]:
+    """The sampler function a :class:`SamplerConfig` names and the keyword arguments to call it with."""
     sample_fn = ddim_sample if sampler.sampler == "ddim" else ddpm_sample
     options: dict[str, Any] = {"respacing": sampler.respacing, "clip_x0": sampler.clip_x0,
                                "amp_dtype": amp_dtype, "generator": generator}
     if sampler.sampler == "ddim":
         options["eta"] = sampler.eta
-    return sample_ensemble(sample_fn, diffusion, model, image, members=members, max_batch_size=max_batch_size, **options)
+    return sample_fn, options

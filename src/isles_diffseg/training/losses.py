@@ -135,6 +135,17 @@ class SegmentationLoss:
         return out
 
 
+def timestep_bucket_metrics(sums: torch.Tensor | None, counts: torch.Tensor | None,
+                            diffusion: GaussianDiffusion | None) -> dict[str, float]:
+    """``train_mse_by_t/<first>-<last>``: the window's mean MSE per timestep bucket (empty buckets omitted)."""
+    if sums is None or counts is None or diffusion is None:
+        return {}
+    steps, buckets = diffusion.num_timesteps, len(sums)
+    edges = [-(-k * steps // buckets) for k in range(buckets + 1)]  # ceil(k T / K): first t with t * K // T == k
+    return {f"train_mse_by_t/{lo:04d}-{hi - 1:04d}": float(s / c)
+            for lo, hi, s, c in zip(edges[:-1], edges[1:], sums.tolist(), counts.tolist(), strict=True) if c > 0}
+
+
 def build_loss(config: Mapping[str, Any]) -> DiffusionLoss | SegmentationLoss:
     kind = config.get("kind")
     drop = {"kind", "name", "description", "token"}

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from isles_diffseg.data.slice_store import SliceStore
-from isles_diffseg.diffusion import GaussianDiffusion, mask_to_signal
+from isles_diffseg.diffusion import mask_to_signal
 from isles_diffseg.inference.predict import AMP_DTYPES, SamplerConfig, build_diffusion
 from isles_diffseg.models import build_model
 from isles_diffseg.training.augmentation import build_augmentation
@@ -30,7 +30,7 @@ from isles_diffseg.training.batches import SliceBatchSampler, load_batch
 from isles_diffseg.training.checkpoints import CheckpointFolder, load_checkpoint, save_atomic
 from isles_diffseg.training.distributed import DistContext, barrier, gather_objects
 from isles_diffseg.training.ema import ExponentialMovingAverage
-from isles_diffseg.training.losses import build_loss
+from isles_diffseg.training.losses import build_loss, timestep_bucket_metrics
 from isles_diffseg.training.optim import build_optimizer, build_scheduler
 from isles_diffseg.training.run_config import RunConfig
 from isles_diffseg.training.validation import ValidationResult, summarise_validation, validate
@@ -67,16 +67,6 @@ def resolve_device(name: str) -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def timestep_bucket_metrics(sums: torch.Tensor | None, counts: torch.Tensor | None,
-                            diffusion: GaussianDiffusion | None) -> dict[str, float]:
-    """``train_mse_by_t/<first>-<last>``: the window's mean MSE per timestep bucket (empty buckets omitted)."""
-    if sums is None or counts is None or diffusion is None:
-        return {}
-    edges = np.ceil(np.linspace(0, diffusion.num_timesteps, len(sums) + 1)).astype(int)  # t * K // T == k
-    return {f"train_mse_by_t/{lo:04d}-{hi - 1:04d}": float(s / c)
-            for lo, hi, s, c in zip(edges[:-1], edges[1:], sums.tolist(), counts.tolist(), strict=True) if c > 0}
 
 
 @dataclass

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from isles_diffseg.data.slice_store import SliceStore
-from isles_diffseg.diffusion import GaussianDiffusion, ddim_sample, ddpm_sample, signal_to_probability
+from isles_diffseg.diffusion import GaussianDiffusion, signal_to_probability
 from isles_diffseg.inference.case_prediction import predict_case
-from isles_diffseg.inference.predict import SamplerConfig
+from isles_diffseg.inference.predict import SamplerConfig, sampling_call
 from isles_diffseg.metrics import dice_coefficient, mean_slice_dice
 
 # Fixed bins so that per-case counts add up across cases and ranks.
@@ -118,8 +118,7 @@ def validate(
             image = store.images([rows[z]])
             example: dict[str, Any] = {"case_id": case_id, "image": image[0], "gt": gt[z],
                                        "prob": prediction.probability[z], "uncertainty": prediction.uncertainty[z]}
-            if kind == "diffusion":
-                assert diffusion is not None and sampler is not None  # predict_case has checked them
+            if kind == "diffusion":  # predict_case has already refused a missing diffusion or sampler
                 chain, timesteps = denoising_chain(model, torch.from_numpy(image).to(device), diffusion=diffusion,
                                                    sampler=sampler, amp_dtype=amp_dtype, generator=chain_generator)
                 # masked like the case prediction, so the last panel is comparable with ``prob``
@@ -164,11 +163,8 @@ def denoising_chain(
     snapshots: int = CHAIN_SNAPSHOTS,
 ) -> tuple[np.ndarray, tuple[int, ...]]:
     """x_0 estimates of one sampling run as probabilities (S, B, H, W), noisiest first, and their timesteps."""
-    options: dict[str, Any] = {"eta": sampler.eta} if sampler.sampler == "ddim" else {}
-    sample_fn = ddim_sample if sampler.sampler == "ddim" else ddpm_sample
-    result = sample_fn(diffusion, model, image, respacing=sampler.respacing, clip_x0=sampler.clip_x0,
-                       amp_dtype=amp_dtype, generator=generator, snapshots=snapshots, **options)
-    assert result.snapshots_x0 is not None  # snapshots >= 1 always records the first and last step
+    sample_fn, options = sampling_call(sampler, amp_dtype, generator)
+    result = sample_fn(diffusion, model, image, snapshots=snapshots, **options)
     return signal_to_probability(result.snapshots_x0[:, :, 0]).float().cpu().numpy(), result.snapshot_timesteps
 
 

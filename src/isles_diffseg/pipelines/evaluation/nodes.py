@@ -104,7 +104,7 @@ def predict_cases(selection: dict[str, Any], store: SliceStore, folds: pd.DataFr
         started = time.perf_counter()
         prediction = _predict(trained, setup, store, case_id)
         meta = metas[case_id]
-        native = NativeGeometry(np.asarray(meta["native_affine"]), tuple(meta["native_shape"]))
+        native = NativeGeometry.from_meta(meta)
         result = to_native(case_id, prediction.probability, prediction.uncertainty, store.geometry(case_id), native,
                            float(selection["threshold"]))
         logger.info("Predicted %s in %.1f s", case_id, time.perf_counter() - started)
@@ -126,7 +126,7 @@ def score_cases(predictions: dict[str, Callable[[], Any]], selection: dict[str, 
         case_id = key[: -len("_pred")]
         meta = metas[case_id]
         gt, spacing = read_native_mask(meta["mask_file"])
-        native = NativeGeometry(np.asarray(meta["native_affine"]), tuple(meta["native_shape"]))
+        native = NativeGeometry.from_meta(meta)
         pred = np.asarray(predictions[key]().dataobj, dtype=np.uint8)
         methods = {selection["run_name"]: pred}
         if evaluation.get("baselines", {}).get("threshold_rules", True):

@@ -11,7 +11,6 @@ import pandas as pd
 
 from isles_diffseg.data.case_store import CaseStore
 from isles_diffseg.data.slice_store import CaseSlices, SliceStore, SliceStoreWriter, lesion_free_keep_mask
-from isles_diffseg.data.slicing import SliceGeometry, image_to_slices, mask_to_slices
 
 logger = logging.getLogger(__name__)
 
@@ -39,19 +38,7 @@ def build_slice_store(store: CaseStore, manifest: pd.DataFrame, slicing: dict[st
             },
         )
         for case_id in ok["case_id"]:
-            case = store.load(case_id)
-            if case.mask is None:
-                raise ValueError(f"{case_id} has no lesion mask; the slice store needs ground truth")
-            geometry = SliceGeometry.plan(tuple(case.image.shape[:3]), image_size)
-            writer.add(
-                CaseSlices(
-                    case_id=case_id,
-                    images=image_to_slices(case.image, geometry),
-                    masks=mask_to_slices(case.mask, geometry, slicing["mask_interpolation"]),
-                    brain=mask_to_slices(case.brain, geometry, "nearest"),
-                    geometry=geometry,
-                )
-            )
+            writer.add(CaseSlices.from_case(store.load(case_id), image_size, slicing["mask_interpolation"]))
         index = writer.index()
         keep = lesion_free_keep_mask(
             index,
