@@ -226,6 +226,13 @@ def run_arm(work: Path, arm: dict[str, Any], out: Path, env: str) -> None:
 
     name, fold = arm["name"], int(arm.get("fold", 0))
     sink = JsonlSink(out, name)
+    if arm.get("bench"):  # throughput side by side (eager vs fast path) on this arm's GPU, before its learning arms
+        from gpu_suite import train_bench
+
+        bench = arm["bench"]
+        train_bench(str(work / "slices"), str(out.parent / f"{name}.json"), int(bench.get("stability_steps", 0)),
+                    int(bench.get("timed_steps", 40)), list(bench.get("models", ["16c"])))
+        return
     if arm.get("rules"):
         rule_metrics(work, fold, sink)
         return
@@ -255,27 +262,59 @@ def run_arm(work: Path, arm: dict[str, Any], out: Path, env: str) -> None:
 
 # ---- many arms at once ------------------------------------------------------------------------------
 def sweep(work: Path, plan_path: Path, out: Path, deadline_s: float, only: list[str] | None) -> None:
-    """Every arm of the plan as its own process on the one GPU; stragglers are stopped at the deadline."""
+    """Every arm of the plan as its own process; stragglers are stopped at the deadline.
+
+    An arm's ``gpu`` (default 0, taken modulo the GPUs present) picks its GPU. Arms on one GPU run at the
+    same time, or one after another when the plan says ``per_gpu: sequential`` (processes on one GPU
+    time-slice it: round 1 measured no throughput gain from running them together).
+    """
+    import threading
+
+    import torch
+
     plan = yaml.safe_load(plan_path.read_text())
     defaults = plan.get("defaults", {})
     arms = [_soft_merge(defaults, arm) for arm in plan["arms"] if not only or arm["name"] in only]
-    threads = str(max(1, (os.cpu_count() or 2) // max(1, len(arms))))
+    n_gpus = max(1, torch.cuda.device_count())
+    queues: dict[int, list[dict[str, Any]]] = {}
+    for arm in arms:
+        queues.setdefault(int(arm.get("gpu", 0)) % n_gpus, []).append(arm)
+    sequential = plan.get("per_gpu", "concurrent") == "sequential"
+    at_once = len(queues) if sequential else len(arms)
+    threads = str(max(1, (os.cpu_count() or 2) // max(1, at_once)))
     logs = out.parent / f"{out.stem}_logs"
     logs.mkdir(parents=True, exist_ok=True)
-    procs = {}
-    for arm in arms:
+    procs: dict[str, subprocess.Popen] = {}
+    deadline = time.time() + deadline_s
+
+    def start(arm: dict[str, Any], gpu: int) -> subprocess.Popen:
         command = [sys.executable, __file__, "arm", "--work", str(work), "--out", str(out), "--env",
                    plan.get("env", "isles24"), "--arm-json", json.dumps(arm)]
         log = open(logs / f"{arm['name']}.log", "w")  # noqa: SIM115 - the child writes to it until it exits
-        procs[arm["name"]] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                              env={**os.environ, "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"})
-    deadline = time.time() + deadline_s
-    while any(p.poll() is None for p in procs.values()) and time.time() < deadline:
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": str(gpu)}
+        procs[arm["name"]] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return procs[arm["name"]]
+
+    def run_queue(gpu: int, queue: list[dict[str, Any]]) -> None:
+        for arm in queue:
+            if time.time() >= deadline:
+                print(f"{arm['name']}: not started (deadline)", flush=True)
+                continue
+            proc = start(arm, gpu)
+            while sequential and proc.poll() is None:
+                time.sleep(2)
+
+    runners = [threading.Thread(target=run_queue, args=item) for item in queues.items()]
+    for runner in runners:
+        runner.start()
+    while (any(r.is_alive() for r in runners) or any(p.poll() is None for p in procs.values())) and time.time() < deadline:
         time.sleep(2)
-    for name, proc in procs.items():
+    for name, proc in list(procs.items()):
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # the trainer saves latest.pt; the curve so far is already written
             print(f"{name}: stopped at the deadline", flush=True)
+    for runner in runners:
+        runner.join()
     for name, proc in procs.items():
         try:
             proc.wait(timeout=30)

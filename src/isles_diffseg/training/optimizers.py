@@ -80,8 +80,13 @@ def _betas(config: Mapping[str, Any]) -> tuple[float, float]:
     return float(betas[0]), float(betas[1])
 
 
-def build_optimizer(config: Mapping[str, Any], parameters: nn.Module | Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-    """The optimizer of one optimizer variant over a model (or its parameters), decay split as above."""
+def build_optimizer(
+    config: Mapping[str, Any], parameters: nn.Module | Iterable[torch.Tensor], *, fused: bool = False
+) -> torch.optim.Optimizer:
+    """The optimizer of one optimizer variant over a model (or its parameters), decay split as above.
+
+    ``fused`` picks torch's single-kernel implementation (same update, same state dict; CUDA parameters).
+    """
     kind = config.get("type")
     if kind not in _KEYS_BY_TYPE:
         raise ValueError(f"{_where(config, 'type')} must be one of {list(OPTIMIZER_TYPES)}, got {kind!r}")
@@ -95,6 +100,8 @@ def build_optimizer(config: Mapping[str, Any], parameters: nn.Module | Iterable[
         nesterov = config.get("nesterov", False)
         if not isinstance(nesterov, bool):
             raise ValueError(f"{_where(config, 'nesterov')} must be true or false, got {nesterov!r}")
-        return torch.optim.SGD(groups, lr=lr, momentum=_number(config, "momentum", 0.9), nesterov=nesterov)
+        return torch.optim.SGD(groups, lr=lr, momentum=_number(config, "momentum", 0.9), nesterov=nesterov,
+                               **({"fused": True} if fused else {}))
     optimizer_class = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
-    return optimizer_class(groups, lr=lr, betas=_betas(config), eps=_number(config, "eps", 1e-8, positive=True))
+    return optimizer_class(groups, lr=lr, betas=_betas(config), eps=_number(config, "eps", 1e-8, positive=True),
+                           **({"fused": True} if fused else {}))

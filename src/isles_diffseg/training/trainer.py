@@ -25,8 +25,9 @@ from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.diffusion import mask_to_signal
 from isles_diffseg.inference.predict import AMP_DTYPES, SamplerConfig, build_diffusion
 from isles_diffseg.models import build_model
+from isles_diffseg.runtime import fast_path_enabled, resolve_device
 from isles_diffseg.training.augmentation import build_augmentation
-from isles_diffseg.training.batches import SliceBatchSampler, load_batch
+from isles_diffseg.training.batches import ResidentSlices, SliceBatchSampler, load_batch
 from isles_diffseg.training.checkpoints import CheckpointFolder, load_checkpoint, save_atomic
 from isles_diffseg.training.distributed import DistContext, barrier, gather_objects
 from isles_diffseg.training.ema import ExponentialMovingAverage
@@ -57,16 +58,6 @@ class NullSink:
 
     def log_checkpoint(self, path: Path) -> None:
         pass
-
-
-def resolve_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 @dataclass
@@ -124,7 +115,8 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        self.optimizer = build_optimizer(config.optimizer, self.model)
+        self.fast_path = fast_path_enabled(recipe.get("fast_path", "auto"), self.device)
+        self.optimizer = build_optimizer(config.optimizer, self.model, fused=self.fast_path and self.device.type == "cuda")
         self.scheduler = build_scheduler(config.scheduler, self.optimizer, self.max_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.loss_fn = build_loss(config.loss)
@@ -139,6 +131,11 @@ class Trainer:
             DistributedDataParallel(self.model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
             if self.dist.enabled else self.model
         )
+        self.resident: ResidentSlices | None = None
+        if self.fast_path:
+            # self.model stays the uncompiled module: checkpoints, EMA and validation see plain parameter names
+            self.train_model = torch.compile(self.train_model, backend=recipe.get("compile_backend", "inductor"))
+            self.resident = self._resident_slices(train_rows)
         self.checkpoints = CheckpointFolder(self.run_dir / "checkpoints", int(recipe.get("keep_last_checkpoints", 3)))
         self.step = 0
         self.best_metric: float | None = None
@@ -148,6 +145,21 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         if resume_from is not None:
             self._restore(load_checkpoint(resume_from, self.device))
+
+    def _resident_slices(self, train_rows: np.ndarray) -> ResidentSlices | None:
+        """The training slices on the device when they take under a quarter of its free memory."""
+        needed = ResidentSlices.nbytes(self.store, len(np.unique(train_rows)))
+        if self.device.type == "cuda":
+            free = torch.cuda.mem_get_info(self.device)[0]
+            if needed > free / 4:
+                logger.info("Training slices (%.1f GiB) stay memory-mapped: over a quarter of the %.1f GiB free on %s",
+                            needed / 2**30, free / 2**30, self.device)
+                return None
+        started = time.perf_counter()
+        resident = ResidentSlices(self.store, train_rows, self.device)
+        logger.info("Training slices resident on %s: %d slices, %.2f GiB in %.1f s", self.device, len(resident.rows),
+                    needed / 2**30, time.perf_counter() - started)
+        return resident
 
     # ---- state ------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -226,7 +238,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, torch.Tensor | float] = {}
         for _ in range(accumulation):
-            image, mask = load_batch(self.store, self.batches.next_batch(), self.device)
+            rows = self.batches.next_batch()
+            image, mask = self.resident.batch(rows) if self.resident else load_batch(self.store, rows, self.device)
             image, mask = self.augment(image, mask, self.augment_generator)
             losses = self._loss(image, mask)
             self.scaler.scale(losses["loss"] / accumulation).backward()

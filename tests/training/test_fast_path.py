@@ -1,0 +1,100 @@
+"""The fast path (compile, resident slices, fused optimizer) trains exactly what the eager path trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_slice_store
+
+from isles_diffseg.config.variants import load_variant_group
+from isles_diffseg.runtime import fast_path_enabled
+from isles_diffseg.training.batches import ResidentSlices, load_batch
+from isles_diffseg.training.checkpoints import load_checkpoint
+from isles_diffseg.training.launch import training_rows
+from isles_diffseg.training.optimizers import build_optimizer
+from isles_diffseg.training.run_config import GROUP_OF_KEY, resolve_run_config
+from isles_diffseg.training.trainer import Trainer
+
+CONF = Path(__file__).parents[2] / "conf" / "base"
+VARIANTS = {group: load_variant_group(group, CONF) for group in set(GROUP_OF_KEY.values())}
+BASE = {"model": "medsegdiff_tiny_cpu", "loss": "mse_with_aux_demo", "optimizer": "adamw_1e3lr_wd1e4",
+        "scheduler": "warmup_cosine_10pct", "augmentation": "light_2d", "diffusion": "ddim10",
+        "recipe": "train_test_tiny", "device": "cpu", "seed": 3}
+
+
+@pytest.mark.parametrize(("setting", "device", "expected"), [
+    ("auto", "cpu", False), ("auto", "cuda", True), (True, "cpu", True), (False, "cuda", False)])
+def test_fast_path_is_on_for_cuda_by_default_and_the_switch_wins(setting, device, expected):
+    assert fast_path_enabled(setting, torch.device(device)) is expected
+
+
+def test_an_unknown_fast_path_setting_is_an_error():
+    with pytest.raises(ValueError, match="fast_path must be auto, true or false, got 'yes'"):
+        fast_path_enabled("yes", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("context", [0, 1])
+def test_resident_batches_are_bit_identical_to_store_reads(tmp_path, context):
+    store, _ = build_tiny_slice_store(tmp_path / "s", n_cases=3, n_slices=4)
+    if context:
+        import json
+
+        meta = json.loads((store.path / "store.json").read_text())
+        meta["context_slices"] = context
+        (store.path / "store.json").write_text(json.dumps(meta))
+        from isles_diffseg.data.slice_store import SliceStore
+
+        store = SliceStore(store.path)
+    rows = np.array([0, 3, 4, 7, 8, 11])  # first and last slice of each case: neighbours cross no case
+    resident = ResidentSlices(store, rows, torch.device("cpu"), chunk=4)
+    batch = np.array([11, 0, 4, 4])
+    image, mask = resident.batch(batch)
+    expected_image, expected_mask = load_batch(store, batch, torch.device("cpu"))
+    assert image.shape == (4, 2 * (2 * context + 1), 16, 16) and image.dtype == torch.float32
+    assert torch.equal(image, expected_image) and torch.equal(mask, expected_mask)
+    if context:  # slice 0 has no slice below it: the first channel block is the store's zeros
+        assert torch.count_nonzero(image[1, :2]) == 0 and torch.count_nonzero(image[1, 2:4]) > 0
+    with pytest.raises(KeyError, match=r"rows \[1\] are not resident"):
+        resident.batch(np.array([0, 1]))
+
+
+def test_fused_adamw_makes_the_same_update():
+    torch.manual_seed(0)
+    weights = [torch.randn(5, 3), torch.randn(3)]
+    config = {"type": "adamw", "lr": 1e-2, "weight_decay": 0.1}
+    updated = []
+    for fused in (False, True):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        optimizer = build_optimizer(config, params, fused=fused)
+        assert optimizer.defaults.get("fused") is (True if fused else None)
+        for step in range(3):
+            for p in params:
+                p.grad = torch.full_like(p, 0.5 * (step + 1))
+            optimizer.step()
+        updated.append([p.detach() for p in params])
+    for eager, fused in zip(*updated, strict=True):
+        torch.testing.assert_close(fused, eager, rtol=1e-6, atol=1e-7)
+
+
+def _trainer(tmp_path, fast_path):
+    store, folds = build_tiny_slice_store(tmp_path / "slices")
+    config = resolve_run_config({**BASE, "run_name": "f", "fast_path": fast_path, "compile_backend": "aot_eager",
+                                 "max_steps": 4, "val_interval": 4, "augmentation": "none"},
+                                VARIANTS, image_channels=store.image_channels, image_size=store.image_size)
+    rows, _ = training_rows(store, folds)
+    return Trainer(config, store, rows, ["sub-stroke0005"], tmp_path / "run", show_progress=False)
+
+
+def test_the_fast_path_trains_the_same_weights_as_eager_and_saves_plain_checkpoints(tmp_path):
+    eager, fast = _trainer(tmp_path / "eager", False), _trainer(tmp_path / "fast", True)
+    assert eager.resident is None and eager.train_model is eager.model
+    assert fast.resident is not None and isinstance(fast.train_model, torch._dynamo.eval_frame.OptimizedModule)
+    eager_result, fast_result = eager.fit(), fast.fit()
+    for (name, a), (_, b) in zip(eager.model.state_dict().items(), fast.model.state_dict().items(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    assert fast_result.best_metric == pytest.approx(eager_result.best_metric, abs=0.02)
+    saved = load_checkpoint(fast.checkpoints.latest)["model"]
+    assert not any(key.startswith("_orig_mod") for key in saved)
