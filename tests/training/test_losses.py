@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from isles_diffseg.diffusion import GaussianDiffusion
-from isles_diffseg.training.losses import TIMESTEP_BUCKETS, DiffusionLoss, build_loss, timestep_bucket_metrics
+from isles_diffseg.training.losses import (
+    TIMESTEP_BUCKETS,
+    DiffusionLoss,
+    SegmentationLoss,
+    build_loss,
+    soft_dice_per_sample,
+    timestep_bucket_metrics,
+)
 
 
 def _terms(output: torch.Tensor, target: torch.Tensor, t: list[int]) -> dict:
@@ -75,3 +82,131 @@ def test_timestep_buckets_follow_the_process_length():
                      "train_mse_by_t/0008-0009"]
     t = torch.arange(10)
     assert (t * TIMESTEP_BUCKETS // 10).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+
+
+# ---- each term against numbers worked out by hand ---------------------------------------------------
+# A 4-step process with beta = 1/2 everywhere: alpha_bar(t) = 2^-(t+1), i.e. 1/2, 1/4, 1/8, 1/16.
+HALVING = GaussianDiffusion(np.full(4, 0.5), "x0")
+LOG2 = np.log(2.0)
+
+
+def _softplus(x: float) -> float:
+    return float(np.log1p(np.exp(x)))
+
+
+def test_soft_dice_is_computed_per_sample_then_left_to_the_caller_to_average():
+    probabilities = torch.tensor([[0.5, 0.5, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    target = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    # sample 0: (2 * 0.5 + 1) / (1 + 1 + 1) = 2/3; sample 1: (0 + 1) / (4 + 0 + 1) = 1/5
+    assert soft_dice_per_sample(probabilities, target).tolist() == pytest.approx([1 - 2 / 3, 1 - 1 / 5])
+    # the smoothing constant enters numerator and denominator: (1 + 0.5) / (2 + 0.5) with smooth 0.5
+    assert soft_dice_per_sample(probabilities[:1], target[:1], smooth=0.5).item() == pytest.approx(1 - 1.5 / 2.5)
+
+
+def test_aux_bce_reads_x0_as_logits_scaled_by_aux_logit_scale():
+    mask = torch.tensor([[[[1.0, 0.0]]]])
+    x0 = torch.tensor([[[[0.5, -0.25]]]])
+    # logits 4 * x0 = (2, -1): BCE = softplus(-2) on the lesion pixel, softplus(-1) on the background one
+    loss = DiffusionLoss(mse_weight=0.0, bce_weight=1.0, noise_weighting="none")
+    out = loss(_terms(x0, 2 * mask - 1, [0]), mask, HALVING, step=0)
+    expected = (_softplus(-2.0) + _softplus(-1.0)) / 2
+    assert out["aux_bce"].item() == pytest.approx(expected, rel=1e-6)
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
+    scaled = DiffusionLoss(mse_weight=0.0, bce_weight=1.0, noise_weighting="none", aux_logit_scale=2.0)
+    out = scaled(_terms(x0, 2 * mask - 1, [0]), mask, HALVING, step=0)
+    assert out["aux_bce"].item() == pytest.approx((_softplus(-1.0) + _softplus(-0.5)) / 2, rel=1e-6)
+
+
+def test_aux_dice_is_soft_dice_of_the_sigmoid_of_the_scaled_x0():
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    x0 = torch.zeros(1, 1, 2, 2)  # sigmoid(0) = 1/2 everywhere: sum p = 2, sum g = 1, sum pg = 1/2
+    out = DiffusionLoss(mse_weight=0.0, dice_weight=1.0, noise_weighting="none")(
+        _terms(x0, 2 * mask - 1, [0]), mask, HALVING, step=0)
+    assert out["aux_dice"].item() == pytest.approx(1 - (2 * 0.5 + 1) / (2 + 1 + 1))
+    assert out["loss"].item() == pytest.approx(0.5)
+
+
+def test_total_is_weighted_sum_of_mse_dice_and_bce():
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    target = 2 * mask - 1
+    x0 = torch.zeros(1, 1, 2, 2)  # squared errors 1 on every pixel: mse 1
+    loss = DiffusionLoss(mse_weight=2.0, dice_weight=3.0, bce_weight=5.0, noise_weighting="none")
+    out = loss(_terms(x0, target, [0]), mask, HALVING, step=0)
+    assert out["mse"].item() == pytest.approx(1.0)
+    assert out["aux_dice"].item() == pytest.approx(0.5) and out["aux_bce"].item() == pytest.approx(LOG2)
+    assert out["loss"].item() == pytest.approx(2.0 * 1.0 + 3.0 * 0.5 + 5.0 * LOG2, rel=1e-6)
+
+
+def test_alpha_bar_weighting_weighs_each_sample_by_its_own_timestep():
+    mask = torch.zeros(2, 1, 1, 2)
+    x0 = torch.zeros(2, 1, 1, 2)  # BCE log 2 for both samples
+    terms = _terms(x0, 2 * mask - 1, [0, 3])  # alpha_bar 1/2 and 1/16
+    out = DiffusionLoss(mse_weight=0.0, bce_weight=1.0, dice_weight=1.0)(terms, mask, HALVING, step=0)
+    assert out["aux_bce"].item() == pytest.approx((0.5 + 1 / 16) / 2 * LOG2, rel=1e-6)
+    # Dice of an empty target with p = 1/2 on 2 pixels: 1 - 1 / (1 + 0 + 1) = 1/2
+    assert out["aux_dice"].item() == pytest.approx((0.5 + 1 / 16) / 2 * 0.5, rel=1e-6)
+    # the MSE itself is never noise-weighted
+    assert out["mse"].item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("step", "ramp"), [(0, 0.0), (25, 0.25), (50, 0.5), (100, 1.0), (10_000, 1.0)])
+def test_aux_ramp_scales_the_aux_terms_in_the_total_but_not_the_mse(step, ramp):
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    x0 = torch.zeros(1, 1, 2, 2)  # mse 1, aux Dice 1/2, aux BCE log 2
+    loss = DiffusionLoss(dice_weight=1.0, bce_weight=1.0, noise_weighting="none", aux_warmup_steps=100)
+    out = loss(_terms(x0, 2 * mask - 1, [0]), mask, HALVING, step=step)
+    assert out["aux_ramp"].item() == pytest.approx(ramp)
+    assert out["loss"].item() == pytest.approx(1.0 + ramp * (0.5 + LOG2), rel=1e-6)
+    # the components are reported unramped, so a curve shows what the term is, not how much it counts
+    assert out["aux_dice"].item() == pytest.approx(0.5)
+
+
+def test_without_warmup_the_aux_terms_count_fully_from_step_zero():
+    assert DiffusionLoss(dice_weight=1.0).aux_ramp(0) == 1.0
+
+
+def test_no_aux_weights_means_no_aux_terms_at_all():
+    mask = torch.ones(1, 1, 1, 2)
+    out = DiffusionLoss()(_terms(torch.zeros(1, 1, 1, 2), 2 * mask - 1, [0]), mask, HALVING, step=0)
+    assert not {"aux_dice", "aux_bce", "aux_ramp"} & set(out)
+    assert out["loss"].item() == pytest.approx(1.0)
+
+
+def test_calibration_term_is_unclamped_bce_on_the_calibration_logits():
+    mask = torch.tensor([[[[1.0, 0.0]]]])
+    terms = _terms(2 * mask - 1, 2 * mask - 1, [0])  # perfect x0: mse 0
+    terms["extras"] = {"calibration_logits": torch.tensor([[[[3.0, 2.0]]]])}
+    out = DiffusionLoss(calibration_weight=0.5)(terms, mask, HALVING, step=0)
+    # a logit of 3 on the lesion and 2 on the background: the seed clamped logits to [0, 1] first
+    expected = (_softplus(-3.0) + _softplus(2.0)) / 2
+    assert out["calibration_bce"].item() == pytest.approx(expected, rel=1e-6)
+    assert out["loss"].item() == pytest.approx(0.5 * expected, rel=1e-6)
+
+
+def test_calibration_term_without_a_calibration_head_is_an_error():
+    mask = torch.zeros(1, 1, 1, 2)
+    with pytest.raises(ValueError, match="calibration head"):
+        DiffusionLoss(calibration_weight=1.0)(_terms(mask, mask, [0]), mask, HALVING, step=0)
+
+
+def test_foreground_weight_is_a_weighted_mean_per_sample_then_a_batch_mean():
+    # sample 0: lesion pixel wrong by 1 (of 2 pixels, 1 lesion); sample 1: no lesion, one pixel wrong by 1
+    mask = torch.tensor([[[[1.0, 0.0]]], [[[0.0, 0.0]]]])
+    target = 2 * mask - 1
+    output = target.clone()
+    output[0, 0, 0, 0] -= 1.0
+    output[1, 0, 0, 0] += 1.0
+    out = DiffusionLoss(foreground_weight=3.0)(_terms(output, target, [0, 0]), mask, HALVING, step=0)
+    # sample 0: 3 * 1 / (3 + 1) = 3/4; sample 1: 1 / (1 + 1) = 1/2; pooled over the batch it would be 4/6
+    assert out["mse"].item() == pytest.approx((3 / 4 + 1 / 2) / 2)
+
+
+def test_segmentation_loss_is_weighted_soft_dice_plus_bce_on_logits():
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    logits = torch.tensor([[[[0.0, 0.0], [0.0, 0.0]]]])
+    out = SegmentationLoss(dice_weight=2.0, bce_weight=3.0)(logits, mask)
+    assert out["dice"].item() == pytest.approx(0.5)
+    assert out["bce"].item() == pytest.approx(LOG2)
+    assert out["loss"].item() == pytest.approx(2.0 * 0.5 + 3.0 * LOG2, rel=1e-6)
+    sure = SegmentationLoss()(torch.tensor([[[[20.0, -20.0], [-20.0, -20.0]]]]), mask)
+    assert sure["dice"].item() == pytest.approx(0.0, abs=1e-6) and sure["bce"].item() == pytest.approx(0.0, abs=1e-6)
