@@ -6,6 +6,7 @@ from pathlib import Path
 from omegaconf.resolvers import oc
 
 from isles_diffseg.config.variants import VARIANT_GROUPS
+from isles_diffseg.config_loader import ProjectConfigLoader
 from isles_diffseg.context import ProjectContext
 
 # Valid for a source checkout (the supported way to use this project); deployments set
@@ -13,6 +14,10 @@ from isles_diffseg.context import ProjectContext
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 CONTEXT_CLASS = ProjectContext
+
+# OmegaConfigLoader plus ${params:<key>}, so catalog paths chosen as parameters (data.root) follow
+# base/env/local/--params like every other parameter.
+CONFIG_LOADER_CLASS = ProjectConfigLoader
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -45,13 +45,11 @@ def parse_params(text: str) -> dict[str, Any]:
 
 def load_project_config(conf_source: Path, env: str | None, runtime_params: dict[str, Any]) -> tuple[dict, dict]:
     """Parameters (with ``variants``) and catalog config, as a Kedro session would resolve them."""
-    from kedro.config import OmegaConfigLoader
-
     from isles_diffseg import settings
     from isles_diffseg.config.variants import VARIANT_GROUPS
 
     args = dict(settings.CONFIG_LOADER_ARGS)
-    loader = OmegaConfigLoader(conf_source=str(conf_source), env=env, runtime_params=runtime_params, **args)
+    loader = settings.CONFIG_LOADER_CLASS(conf_source=str(conf_source), env=env, runtime_params=runtime_params, **args)
     params = dict(loader["parameters"])
     params["variants"] = {g: loader.get(f"variants_{g}", {}) for g in VARIANT_GROUPS}
     return params, loader["catalog"]

@@ -52,13 +52,16 @@ def ingest_cases(raw: Isles24Root, data: dict[str, Any], ingestion: dict[str, An
     return {files.case_id: _case_job(files, data, ingestion) for files in cases}
 
 
-def build_case_manifest(store: CaseStore) -> pd.DataFrame:
-    """One row per discovered case: status, reason if skipped, geometry and lesion volume."""
+def build_case_manifest(store: CaseStore, raw: Isles24Root) -> pd.DataFrame:
+    """One row per discovered case: status, reason if skipped, geometry, lesion volume, and the release
+    folder the case was read from (the catalog's path, which may differ from what a log line claims)."""
+    source_root = str(raw.path.resolve())
     rows = []
     for meta in store.metas():
         rows.append(
             {
                 "case_id": meta["case_id"],
+                "source_root": source_root,
                 "status": meta["status"],
                 "error": meta.get("error"),
                 "error_path": meta.get("error_path"),

@@ -8,7 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(ingest_cases, ["isles24_raw", "params:data", "params:ingestion"], "preprocessed_cases",
                  name="ingest_cases"),
-            Node(build_case_manifest, "preprocessed_cases", "case_manifest", name="build_case_manifest"),
+            Node(build_case_manifest, ["preprocessed_cases", "isles24_raw"], "case_manifest", name="build_case_manifest"),
         ],
         tags=["data_processing"],
     )
