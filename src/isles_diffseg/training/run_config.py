@@ -9,6 +9,7 @@ augmentation, diffusion, recipe); any recipe key given directly under ``training
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -27,6 +28,23 @@ GROUP_OF_KEY = {
     "recipe": "training",
 }
 _RUN_KEYS = {"seed", "device", "resume", "run_name", "output_dir", "num_gpus"}
+# A run name is one folder name under the runs folder and an MLflow tag value: no separators, no
+# traversal, no quotes. A leading dot is refused too (".." and hidden folders such as ".latest").
+_RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def check_run_name(name: Any, setting: str = "training.run_name") -> str:
+    """``name`` if it is a safe run name, else a ValueError naming ``setting`` and the rule."""
+    if not isinstance(name, str):
+        raise ValueError(f"{setting} must be a string, got {type(name).__name__} {name!r}")
+    if not name.strip():
+        raise ValueError(f"{setting} must not be empty")
+    if not _RUN_NAME.fullmatch(name):
+        raise ValueError(
+            f"{setting}={name!r} is not a valid run name: it names one folder, so only letters, digits, '.', '_' "
+            "and '-' are allowed, not starting with '.' (no path separators, no '..')"
+        )
+    return name
 
 
 @dataclass
@@ -53,7 +71,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
-        return cls(**copy.deepcopy(dict(d)))
+        """A stored config (e.g. a checkpoint's, on resume); its run name is checked like a given one."""
+        config = cls(**copy.deepcopy(dict(d)))
+        check_run_name(config.run_name, "the run name stored in the checkpoint")
+        return config
 
 
 def resolve_run_config(
@@ -84,7 +105,11 @@ def resolve_run_config(
         seed=int(training.get("seed", 42)),
         device=str(training.get("device", "auto")),
     )
-    config.run_name = training.get("run_name") or build_run_name(config, now or datetime.now())
+    given = training.get("run_name")
+    if given is not None and given != "":
+        config.run_name = check_run_name(str(given))  # --params turns "123" into an int
+    else:
+        config.run_name = check_run_name(build_run_name(config, now or datetime.now()), "the run name built from the variants")
     return config
 
 
