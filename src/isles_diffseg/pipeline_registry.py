@@ -13,7 +13,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     demo_data = Pipeline(data_processing, inputs={"isles24_raw": "isles24_synthetic"})
     # The UNet baseline: the same training and evaluation nodes under the `unet_baseline` namespace,
     # reading the shared data and its own `unet_baseline.training` parameters.
-    shared = {"slice_store", "case_folds", "preprocessed_cases"}
+    shared = {"slice_store", "case_folds", "preprocessed_cases", "case_manifest"}
     unet_baseline = Pipeline(
         training.create_pipeline() + evaluation.create_pipeline(),
         namespace="unet_baseline",

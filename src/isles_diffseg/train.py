@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from isles_diffseg.data.folds import roles_for_run, split_record
 from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.training.distributed import init_from_environment
 from isles_diffseg.training.launch import prepare_run, run_in_process
@@ -73,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         params, catalog = load_project_config(args.conf_source, args.env, parse_params(args.params))
         store = SliceStore(catalog["slice_store"]["path"])
-        folds = pd.read_csv(catalog["case_folds"]["filepath"])
-        config, resume_from = prepare_run(store, params["training"], params["variants"])
+        folds = roles_for_run(pd.read_csv(catalog["case_folds"]["filepath"]), params["data"])
+        config, resume_from = prepare_run(store, params["training"], params["variants"], split_record(folds))
         output_dir = Path(params["training"].get("output_dir") or "data/06_models")
 
     dist_ctx = init_from_environment(resolve_device(config.device).type)

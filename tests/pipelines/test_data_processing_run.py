@@ -39,7 +39,7 @@ def test_data_processing_writes_manifest_slice_store_and_folds(project_copy, tin
 
     folds = pd.read_csv(project_copy / "data/05_model_input/case_folds.csv")
     assert sorted(folds["case_id"]) == store.case_ids and set(folds["fold"]) == {0, 1, 2}
-    assert set(folds["role"]) == {"train", "val", "test"}
+    assert "role" not in folds  # roles are chosen by data.fold when training/evaluation run
 
 
 def test_strict_mode_stops_at_the_first_bad_case(project_copy, tiny_release):

@@ -33,7 +33,7 @@ def test_default_pipeline_runs_end_to_end_and_tracks_everything_in_mlflow(projec
     assert training_run["run_name"] == "tiny_diffusion" and training_run["steps"] == 6
 
     folds = pd.read_csv(project_copy / "data/05_model_input/case_folds.csv")
-    test_cases = sorted(folds.loc[folds["role"] == "test", "case_id"])
+    test_cases = sorted(folds.loc[folds["fold"] == 0, "case_id"])  # data.fold (default 0) is the test fold
     predictions = project_copy / "data/07_model_output/tiny_diffusion"
     for case_id in test_cases:
         pred = nib.load(str(predictions / f"{case_id}_pred.nii.gz"))

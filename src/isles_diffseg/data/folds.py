@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -56,3 +59,32 @@ def assign_roles(folds: pd.DataFrame, *, test_fold: int, val_fold: int | None = 
     out = folds.copy()
     out["role"] = np.where(out["fold"] == test_fold, "test", np.where(out["fold"] == val_fold, "val", "train"))
     return out
+
+
+def roles_for_run(folds: pd.DataFrame, data: Mapping[str, Any]) -> pd.DataFrame:
+    """Roles of a training or evaluation run, chosen when it runs: ``data.fold`` is held out (test),
+    ``data.val_fold`` (null: the next fold) validates, the rest train.
+
+    ``folds`` is ``case_folds`` (one fold number per case, computed once by the `splits` pipeline); it
+    must have been made with ``data.n_folds`` folds, or fold numbers would mean something else.
+    """
+    missing = {"case_id", "fold"} - set(folds.columns)
+    if missing:
+        raise ValueError(f"case_folds lacks the columns {sorted(missing)}; re-run `kedro run --pipelines splits`")
+    n_folds = int(data["n_folds"])
+    found = int(folds["fold"].max()) + 1
+    if found != n_folds:
+        raise ValueError(f"case_folds holds {found} folds but data.n_folds={n_folds}; re-run "
+                         f"`kedro run --pipelines splits --params data.n_folds={n_folds}` or set data.n_folds={found}")
+    val_fold = data.get("val_fold")
+    return assign_roles(folds.drop(columns="role", errors="ignore"), test_fold=int(data["fold"]),
+                        val_fold=None if val_fold is None else int(val_fold))
+
+
+def split_record(roles: pd.DataFrame) -> dict[str, Any]:
+    """What a run records about its cases (run config, MLflow, report): folds and the cases of each role."""
+    fold_of = {role: sorted(set(roles.loc[roles["role"] == role, "fold"])) for role in ("test", "val")}
+    cases = {role: sorted(roles.loc[roles["role"] == role, "case_id"]) for role in ("train", "val", "test")}
+    return {"n_folds": int(roles["fold"].max()) + 1, "test_fold": int(fold_of["test"][0]),
+            "val_fold": int(fold_of["val"][0]), "n_train_cases": len(cases["train"]),
+            "val_cases": cases["val"], "test_cases": cases["test"]}

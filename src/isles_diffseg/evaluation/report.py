@@ -61,7 +61,8 @@ def markdown_report(run_name: str, table: pd.DataFrame, case_metrics: pd.DataFra
     lines = [
         f"# Evaluation of `{run_name}`",
         "",
-        f"Cases: {details['n_cases']} ({details['split']} split of fold {details['fold']}), dataset `{details['data_root']}`.",
+        f"Cases: {details['n_cases']} ({details['split']} split; test fold {details['fold']}, validation fold "
+        f"{details.get('val_fold')} of {details.get('n_folds')}), dataset `{details['data_root']}`.",
         f"Sampling: {details['sampling']}. Threshold: {details['threshold']:.3f} ({details['threshold_mode']}).",
         "Metrics on each case's native grid; ISLES'24 conventions (both-empty cases score 1.0 Dice and F1).",
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from torch import nn
 from isles_diffseg.models import build_model
 from isles_diffseg.training.checkpoints import load_checkpoint
 from isles_diffseg.training.run_config import RunConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,4 +65,21 @@ def check_compatible(trained: TrainedModel, store_modalities: list[str], context
         raise ValueError(
             f"run {trained.run_name} was trained on (modalities, context, image size) {theirs}, but the slice "
             f"store holds {ours}; re-run data_processing with the run's settings"
+        )
+
+
+def check_split(trained: TrainedModel, split: dict[str, Any]) -> None:
+    """Evaluation's roles must be the run's: another test fold would score cases the model trained on."""
+    recorded = trained.config.extra.get("split")
+    if recorded is None:
+        logger.warning("run %s records no folds (trained before folds were chosen at run time); evaluating with "
+                       "data.fold=%s, data.val_fold=%s as given", trained.run_name, split["test_fold"], split["val_fold"])
+        return
+    keys = ("n_folds", "test_fold", "val_fold")
+    theirs, ours = (tuple(int(recorded[k]) for k in keys), tuple(int(split[k]) for k in keys))
+    if theirs != ours:
+        raise ValueError(
+            f"run {trained.run_name} was trained with (data.n_folds, data.fold, data.val_fold) = {theirs}, but this "
+            f"evaluation asks for {ours}: its test cases would include cases it trained on. Pass "
+            f"--params data.fold={theirs[1]},data.val_fold={theirs[2]}"
         )

@@ -50,16 +50,32 @@ def find_resume_checkpoint(resume: str, output_dir: Path) -> Path:
     raise FileNotFoundError(f"training.resume={resume!r}: no checkpoint file, run folder or run name under {output_dir}")
 
 
-def prepare_run(store: SliceStore, training: Mapping[str, Any], variants: Mapping[str, Any]) -> tuple[RunConfig, Path | None]:
+def prepare_run(store: SliceStore, training: Mapping[str, Any], variants: Mapping[str, Any],
+                split: Mapping[str, Any] | None = None) -> tuple[RunConfig, Path | None]:
+    """The run's config (new, or the resumed checkpoint's); ``split`` (folds and cases of each role, see
+    :func:`isles_diffseg.data.folds.split_record`) is recorded in it as ``extra.split``."""
     output_dir = Path(training.get("output_dir") or "data/06_models")
     if training.get("resume"):
         checkpoint = find_resume_checkpoint(str(training["resume"]), output_dir)
         config = RunConfig.from_dict(load_checkpoint(checkpoint)["config"])
         if training.get("max_steps"):
             config.recipe["max_steps"] = int(training["max_steps"])  # extending a run is allowed
+        recorded = config.extra.get("split")
+        if split is not None and recorded is not None and _folds_of(recorded) != _folds_of(split):
+            raise ValueError(f"training.resume={training['resume']}: the run was trained with (n_folds, data.fold, "
+                             f"data.val_fold) {_folds_of(recorded)}, this run asks for {_folds_of(split)}; resume "
+                             "with the run's folds")
+        if split is not None and recorded is None:
+            config.extra["split"] = dict(split)
         return config, checkpoint
     config = resolve_run_config(training, variants, image_channels=store.image_channels, image_size=store.image_size)
+    if split is not None:
+        config.extra["split"] = dict(split)
     return config, None
+
+
+def _folds_of(split: Mapping[str, Any]) -> tuple[int, int, int]:
+    return int(split["n_folds"]), int(split["test_fold"]), int(split["val_fold"])
 
 
 def run_in_process(
@@ -75,9 +91,12 @@ def run_in_process(
     return trainer.fit()
 
 
-def launch_training(store: SliceStore, folds: pd.DataFrame, training: Mapping[str, Any], variants: Mapping[str, Any]) -> TrainingResult:
-    """Train in this process, or with ``training.num_gpus > 1`` in a torchrun child (DDP, one process per GPU)."""
-    config, resume_from = prepare_run(store, training, variants)
+def launch_training(store: SliceStore, folds: pd.DataFrame, training: Mapping[str, Any], variants: Mapping[str, Any],
+                    split: Mapping[str, Any] | None = None) -> TrainingResult:
+    """Train in this process, or with ``training.num_gpus > 1`` in a torchrun child (DDP, one process per GPU).
+
+    ``folds`` carries the roles of this run (``role`` column); ``split`` is recorded in the run config."""
+    config, resume_from = prepare_run(store, training, variants, split)
     output_dir = Path(training.get("output_dir") or "data/06_models")
     num_gpus = int(training.get("num_gpus") or 1)
     run_id = model_run_id(config.run_name)

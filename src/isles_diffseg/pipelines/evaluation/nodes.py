@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from isles_diffseg.data.case_store import CaseStore
+from isles_diffseg.data.folds import roles_for_run, split_record
 from isles_diffseg.data.orientation import NativeGeometry
 from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.datasets.run_scoped_dataset import RunArtifact
@@ -34,6 +35,7 @@ from isles_diffseg.evaluation.threshold_selection import best_threshold, sweep_t
 from isles_diffseg.evaluation.trained_model import (
     TrainedModel,
     check_compatible,
+    check_split,
     find_run_dir,
     load_trained_model,
 )
@@ -61,24 +63,32 @@ def _predict(trained: TrainedModel, setup: EvaluationSetup, store: SliceStore, c
                         generator=generator)
 
 
-def _cases(folds: pd.DataFrame, store: SliceStore, role: str) -> list[str]:
-    """Cases of ``role`` in case_folds; ``all`` = every case of the store (e.g. an external test set)."""
+def _cases(roles: pd.DataFrame, store: SliceStore, role: str) -> list[str]:
+    """Cases of ``role`` for this run's folds; ``all`` = every case of the store (e.g. an external test set)."""
     if role == "all":
         return list(store.case_ids)
-    return [c for c in folds.loc[folds["role"] == role, "case_id"] if c in store.case_ids]
+    return [c for c in roles.loc[roles["role"] == role, "case_id"] if c in store.case_ids]
+
+
+def _roles(folds: pd.DataFrame, data: dict[str, Any], trained: TrainedModel) -> pd.DataFrame:
+    """Roles from data.fold / data.val_fold, refused if they are not the ones the run was trained with."""
+    roles = roles_for_run(folds, data)
+    check_split(trained, split_record(roles))
+    return roles
 
 
 def select_threshold(training_run: dict[str, Any], store: SliceStore, folds: pd.DataFrame,
-                     evaluation: dict[str, Any], variants: dict[str, Any]) -> RunArtifact:
-    """Fixed, or the best of a sweep on the validation split's cases (the test fold is never looked at)."""
+                     evaluation: dict[str, Any], variants: dict[str, Any], data: dict[str, Any]) -> RunArtifact:
+    """Fixed, or the best of a sweep on the validation fold's cases (the test fold is never looked at)."""
     trained, setup = _load(training_run, store, evaluation, variants)
+    roles = _roles(folds, data, trained)
     spec = evaluation["threshold"]
     selection: dict[str, Any] = {"run_name": trained.run_name, "run_dir": str(Path(trained.checkpoint).parents[1]),
-                                 "kind": trained.kind, "step": trained.step,
+                                 "kind": trained.kind, "step": trained.step, "split": split_record(roles),
                                  "mode": spec["mode"], "threshold": float(spec.get("value", 0.5)), "sweep": []}
     if spec["mode"] == "sweep":
         started = time.perf_counter()
-        val_cases = _cases(folds, store, "val")[: spec.get("max_cases") or None]
+        val_cases = _cases(roles, store, "val")[: spec.get("max_cases") or None]
         probabilities = {c: _predict(trained, setup, store, c).probability for c in val_cases}
         truth = {c: store.masks(store.case_rows(c)) for c in val_cases}
         sweep = sweep_thresholds(probabilities, truth, spec["candidates"])
@@ -91,10 +101,10 @@ def select_threshold(training_run: dict[str, Any], store: SliceStore, folds: pd.
 
 
 def predict_cases(selection: dict[str, Any], store: SliceStore, folds: pd.DataFrame, cases: CaseStore,
-                  evaluation: dict[str, Any], variants: dict[str, Any]) -> RunArtifact:
+                  evaluation: dict[str, Any], variants: dict[str, Any], data: dict[str, Any]) -> RunArtifact:
     """Lazy NIfTI writers (mask, probability, uncertainty per case) on each case's native grid."""
     trained, setup = _load(None, store, {**evaluation, "run": selection["run_dir"]}, variants)
-    split_cases = _cases(folds, store, evaluation.get("split", "test"))
+    split_cases = _cases(_roles(folds, data, trained), store, evaluation.get("split", "test"))
     metas = {m["case_id"]: m for m in cases.metas()}
     if not split_cases:
         raise ValueError(f"no case with role {evaluation.get('split', 'test')!r} in case_folds")
@@ -119,8 +129,10 @@ def predict_cases(selection: dict[str, Any], store: SliceStore, folds: pd.DataFr
 
 def score_cases(predictions: dict[str, Callable[[], Any]], selection: dict[str, Any], cases: CaseStore,
                 folds: pd.DataFrame, evaluation: dict[str, Any]) -> RunArtifact:
-    """Per-case metrics of the model and of the threshold rules, all on the native grids."""
+    """Per-case metrics of the model and of the threshold rules, all on the native grids; ``fold`` is the
+    case's fold number (pooling cross-validation folds keeps it)."""
     metas = {m["case_id"]: m for m in cases.metas()}
+    fold_of = dict(zip(folds["case_id"], folds["fold"].astype(int), strict=True))
     rows = []
     for key in sorted(k for k in predictions if k.endswith("_pred")):
         case_id = key[: -len("_pred")]
@@ -132,22 +144,31 @@ def score_cases(predictions: dict[str, Callable[[], Any]], selection: dict[str, 
         if evaluation.get("baselines", {}).get("threshold_rules", True):
             brain = native.to_native(cases.brain(case_id))
             methods.update(threshold_rule_masks(meta, brain, spacing, evaluation.get("baselines", {})))
+        fold = fold_of.get(case_id)
         for method, mask in methods.items():
-            rows.append({"method": method, "case_id": case_id, **case_metrics(mask, gt, spacing, native)})
+            rows.append({"method": method, "case_id": case_id, "fold": fold, **case_metrics(mask, gt, spacing, native)})
     table = pd.DataFrame(rows)
     return RunArtifact(selection["run_name"], table)
 
 
 def build_report(case_table: pd.DataFrame, selection: dict[str, Any], predictions: dict[str, Callable[[], Any]],
-                 cases: CaseStore, folds: pd.DataFrame, evaluation: dict[str, Any], data: dict[str, Any]) -> tuple:
-    """Summary JSON, Markdown report and figures; logged to the active MLflow run as well."""
+                 cases: CaseStore, manifest: pd.DataFrame, evaluation: dict[str, Any]) -> tuple:
+    """Summary JSON, Markdown report and figures; logged to the active MLflow run as well.
+
+    The report records the folds the run was evaluated with (chosen by data.fold / data.val_fold and checked
+    against the run's, see ``selection["split"]``) and the release folder the evaluated cases were read from
+    (``source_root`` of the case manifest, not the data.root parameter of this run)."""
     run_name = selection["run_name"]
+    split = selection.get("split") or {}
+    evaluated = manifest[manifest["case_id"].isin(case_table["case_id"])]
+    roots = sorted(set(evaluated["source_root"].dropna())) if "source_root" in evaluated else []
     summary_by_method = summarise_methods(case_table)
     table = metric_table(summary_by_method)
     trained_sampling = "deterministic UNet" if selection.get("kind") == "discriminative" else None
     details = {
         "n_cases": int(case_table["case_id"].nunique()), "split": evaluation.get("split", "test"),
-        "fold": data.get("fold"), "data_root": data.get("root"), "threshold": float(selection["threshold"]),
+        "fold": split.get("test_fold"), "val_fold": split.get("val_fold"), "n_folds": split.get("n_folds"),
+        "data_root": ", ".join(roots) or None, "threshold": float(selection["threshold"]),
         "threshold_mode": selection["mode"],
         "sampling": trained_sampling or f"{evaluation.get('members', 5)} members, {evaluation.get('fusion', 'mean')} "
                                         f"fusion, {evaluation.get('diffusion') or 'the run’s diffusion variant'}",

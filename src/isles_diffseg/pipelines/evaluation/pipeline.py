@@ -11,14 +11,15 @@ from isles_diffseg.pipelines.evaluation.nodes import (
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(select_threshold, ["training_run", "slice_store", "case_folds", "params:evaluation", "params:variants"],
-                 "threshold_selection", name="select_threshold"),
+            Node(select_threshold, ["training_run", "slice_store", "case_folds", "params:evaluation", "params:variants",
+                                    "params:data"], "threshold_selection", name="select_threshold"),
             Node(predict_cases, ["threshold_selection", "slice_store", "case_folds", "preprocessed_cases",
-                                 "params:evaluation", "params:variants"], "evaluation_predictions", name="predict_cases"),
+                                 "params:evaluation", "params:variants", "params:data"], "evaluation_predictions",
+                 name="predict_cases"),
             Node(score_cases, ["evaluation_predictions", "threshold_selection", "preprocessed_cases", "case_folds",
                                "params:evaluation"], "evaluation_case_metrics", name="score_cases"),
             Node(build_report, ["evaluation_case_metrics", "threshold_selection", "evaluation_predictions",
-                                "preprocessed_cases", "case_folds", "params:evaluation", "params:data"],
+                                "preprocessed_cases", "case_manifest", "params:evaluation"],
                  ["evaluation_summary", "evaluation_report", "evaluation_figures"], name="build_report"),
         ],
         tags=["evaluation"],

@@ -1,4 +1,4 @@
-"""Splits node: patient-level, lesion-volume-stratified folds with train/val/test roles."""
+"""Splits node: patient-level, lesion-volume-stratified fold numbers (roles are chosen at run time)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,18 @@ from typing import Any
 
 import pandas as pd
 
-from isles_diffseg.data.folds import assign_folds, assign_roles
+from isles_diffseg.data.folds import assign_folds
 
 logger = logging.getLogger(__name__)
 
 
 def make_case_folds(manifest: pd.DataFrame, splits: dict[str, Any], data: dict[str, Any]) -> pd.DataFrame:
+    """``case_id, fold, lesion_volume_ml, stratum`` for every ingested case.
+
+    No train/val/test roles here: training and evaluation derive them from ``data.fold`` /
+    ``data.val_fold`` when they run (:func:`isles_diffseg.data.folds.roles_for_run`), so choosing
+    another fold never needs this node again and cross-validation reuses one table.
+    """
     ok = manifest[manifest["status"] == "ok"]
     folds = assign_folds(
         list(ok["case_id"]),
@@ -21,7 +27,6 @@ def make_case_folds(manifest: pd.DataFrame, splits: dict[str, Any], data: dict[s
         seed=int(data["seed"]),
         n_strata=int(splits["n_strata"]),
     )
-    folds = assign_roles(folds, test_fold=int(data["fold"]), val_fold=data.get("val_fold"))
-    logger.info("Folds: %s; roles for data.fold=%s: %s", folds["fold"].value_counts().sort_index().to_dict(),
-                data["fold"], folds["role"].value_counts().to_dict())
+    logger.info("%d folds (seed %s), cases per fold: %s", data["n_folds"], data["seed"],
+                folds["fold"].value_counts().sort_index().to_dict())
     return folds

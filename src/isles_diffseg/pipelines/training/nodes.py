@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from isles_diffseg.data.folds import roles_for_run, split_record
 from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.training.launch import launch_training
 
@@ -15,14 +16,21 @@ logger = logging.getLogger(__name__)
 
 
 def train_model(
-    store: SliceStore, folds: pd.DataFrame, training: dict[str, Any], variants: dict[str, Any]
+    store: SliceStore, folds: pd.DataFrame, training: dict[str, Any], variants: dict[str, Any], data: dict[str, Any]
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Train one model (``training.model`` etc. name the variants); returns the run summary and history.
+    """Train one model (``training.model`` etc. name the variants) on the folds ``data.fold`` /
+    ``data.val_fold`` leave for training; returns the run summary and history.
 
-    Parameters, curves, validation grids and the best checkpoint go to the model's own MLflow run, a
-    child of this `kedro run`'s run named after the training run (see :mod:`isles_diffseg.tracking`).
+    The split (folds, validation and test cases) is recorded in the run config (``extra.split``) and so
+    in the model's own MLflow run, a child of this `kedro run`'s run named after the training run (see
+    :mod:`isles_diffseg.tracking`), with its parameters, curves, validation grids and best checkpoint.
     """
-    result = launch_training(store, folds, training, variants)
+    roles = roles_for_run(folds, data)
+    split = split_record(roles)
+    logger.info("Test fold %d, validation fold %d of %d: %d training, %d validation, %d test cases",
+                split["test_fold"], split["val_fold"], split["n_folds"], split["n_train_cases"],
+                len(split["val_cases"]), len(split["test_cases"]))
+    result = launch_training(store, roles, training, variants, split)
     logger.info("Training run %s: %d steps, best val_dice_3d %s at step %s -> %s", result.run_name, result.steps,
                 result.best_metric, result.best_step, result.best_checkpoint)
     summary = result.summary()
