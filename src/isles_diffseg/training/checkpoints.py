@@ -1,16 +1,23 @@
-"""Atomic checkpoint files and their retention policy.
+"""Atomic checkpoint files, their safe loading and their retention policy.
 
 A checkpoint is written to a temporary file in the same folder and renamed over the target, so a
 crash mid-write never leaves a truncated ``latest.pt``: the previous one stays intact.
+
+Checkpoints come from user-given paths (``training.resume``, ``evaluation.run``), so they are read
+with ``weights_only=True``: tensors, containers and primitives only. The one other thing the trainer's
+state holds is NumPy's global RNG state (a uint32 array), so exactly the globals that rebuild a plain
+ndarray are allowed, for this load only.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 _INTERVAL = re.compile(r"^step_(\d+)\.pt$")
@@ -27,10 +34,29 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
             tmp.unlink()
 
 
+# What np.random.get_state()'s key array pickles to: the array reconstructor of the installed NumPy
+# (numpy.core in 1.x, numpy._core in 2.x), the array type, and the uint32 dtype (and its class in 2.x).
+_NUMPY_ARRAY_GLOBALS = [np.ndarray(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint file holds objects beyond plain training state; it was not loaded."""
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported (?:global|operand)[^.]*|but got <[^>]*>", str(exc))
+        reason = f"({found.group(0)})" if found else ""
+        raise UnsafeCheckpointError(
+            f"refusing to load checkpoint {path}: it holds objects other than tensors, numbers, strings, "
+            f"containers and a NumPy array, and loading those could run code {reason}".rstrip()
+        ) from exc
 
 
 class CheckpointFolder:
