@@ -29,7 +29,7 @@ import pandas as pd
 from isles_diffseg.data.folds import roles_for_run, split_record
 from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.training.distributed import init_from_environment
-from isles_diffseg.training.launch import prepare_run, run_in_process
+from isles_diffseg.training.launch import TrainingInterrupted, prepare_run, run_in_process
 from isles_diffseg.training.run_config import RunConfig
 from isles_diffseg.training.trainer import resolve_device
 
@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         import torch.distributed as dist
 
         dist.destroy_process_group()
+    if result.interrupted:
+        if dist_ctx.is_main:
+            logger.error("%s", TrainingInterrupted(result))
+        return 130  # the shell's code for "stopped by SIGINT": scripts and SLURM see a failed step
     return 0
 
 

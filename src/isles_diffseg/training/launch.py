@@ -30,6 +30,17 @@ from isles_diffseg.training.validation import select_validation_cases
 logger = logging.getLogger(__name__)
 
 
+class TrainingInterrupted(RuntimeError):
+    """A run stopped by Ctrl-C (its ``latest.pt`` saved): not a result to evaluate or to call the latest run."""
+
+    def __init__(self, result: TrainingResult):
+        self.result = result
+        super().__init__(
+            f"training run {result.run_name} was interrupted at step {result.steps}; its checkpoint is in "
+            f"{Path(result.run_dir) / 'checkpoints' / 'latest.pt'}: resume with training.resume={result.run_name}"
+        )
+
+
 def training_rows(store: SliceStore, folds: pd.DataFrame) -> tuple:
     """Rows of the training cases kept by the lesion-free policy, and the validation case table."""
     if "role" not in folds:
@@ -137,6 +148,17 @@ def run_torchrun(store: SliceStore, folds: pd.DataFrame, config: RunConfig, outp
             env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_gpus}",
                    "-m", "isles_diffseg.train", "--job", str(job)]
+        result_file = output_dir / config.run_name / "result.json"
+        result_file.unlink(missing_ok=True)  # a resumed run's previous result must not pass for this one
         logger.info("Launching %s", " ".join(command))
-        subprocess.run(command, check=True, env=env)
-    return TrainingResult(**json.loads((output_dir / config.run_name / "result.json").read_text()))
+        process = subprocess.Popen(command, env=env)
+        try:
+            returncode = process.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the ranks too (same process group): they save latest.pt and write an interrupted
+            # result; killing them now (what subprocess.run does) could cut that checkpoint short.
+            logger.warning("Interrupted: waiting for the training processes to save their checkpoint")
+            returncode = process.wait()
+        if not result_file.is_file():
+            raise subprocess.CalledProcessError(returncode, command)
+    return TrainingResult(**json.loads(result_file.read_text()))

@@ -10,7 +10,7 @@ import pandas as pd
 
 from isles_diffseg.data.folds import roles_for_run, split_record
 from isles_diffseg.data.slice_store import SliceStore
-from isles_diffseg.training.launch import launch_training
+from isles_diffseg.training.launch import TrainingInterrupted, launch_training
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ def train_model(
                 split["test_fold"], split["val_fold"], split["n_folds"], split["n_train_cases"],
                 len(split["val_cases"]), len(split["test_cases"]))
     result = launch_training(store, roles, training, variants, split)
+    if result.interrupted:
+        # Returning would save the run as this pipeline's output: evaluation would start on a partly trained
+        # model (or none) and the run would become "the latest". Failing stops `kedro run` with the fix.
+        raise TrainingInterrupted(result)
     logger.info("Training run %s: %d steps, best val_dice_3d %s at step %s -> %s", result.run_name, result.steps,
                 result.best_metric, result.best_step, result.best_checkpoint)
     summary = result.summary()

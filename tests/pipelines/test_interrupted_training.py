@@ -1,0 +1,61 @@
+"""Ctrl-C during `kedro run --pipelines training,evaluation` stops the run: nothing is evaluated."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import run_kedro, write_tiny_case
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def processed(project_copy):
+    root = project_copy / "release"
+    for n in range(1, 7):
+        write_tiny_case(root, n, seed=n)
+    run_kedro(project_copy, "data_processing",
+              {"data": {"root": str(root), "n_folds": 3}, "slicing": {"image_size": 32}})
+    return project_copy
+
+
+def test_ctrl_c_saves_the_checkpoint_and_fails_the_kedro_run_before_evaluation(processed, tmp_path):
+    kedro = Path(sys.executable).with_name("kedro")
+    params = ("data.n_folds=3,training.recipe=train_test_tiny,training.max_steps=100000,training.run_name=stopped,"
+              "evaluation.members=1")
+    process = subprocess.Popen([str(kedro), "run", "--pipelines", "training,evaluation", "--params", params],
+                               cwd=processed, env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(300, process.kill)  # a hang must fail the test, not the suite
+    watchdog.start()
+    output = []
+    try:
+        for line in process.stdout:
+            output.append(line)
+            if "Step 3/100000" in line:  # inside the training loop: what Ctrl-C in the terminal interrupts
+                process.send_signal(signal.SIGINT)
+        returncode = process.wait()
+    finally:
+        watchdog.cancel()
+    text = "".join(output)
+
+    assert returncode != 0, text
+    assert "resume with training.resume=stopped" in text
+    assert (processed / "data/06_models/stopped/checkpoints/latest.pt").is_file()
+    # evaluation never started, and the run is not recorded as the latest training run
+    assert "select_threshold" not in text.split("Interrupted at step")[-1]
+    assert not (processed / "data/08_reporting/stopped").exists()
+    assert not (processed / "data/07_model_output/stopped").exists()
+    assert not (processed / "data/06_models/training_run.json").exists()
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["isles_diffseg"], output_format="list")
+    child = next(r for r in runs if r.data.tags.get("isles_diffseg_run_name") == "stopped")
+    assert child.info.status == "KILLED"
