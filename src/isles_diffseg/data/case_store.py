@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from isles_diffseg.data.case_volume import CaseFailure, PreprocessedCase
+from isles_diffseg.data.folder_swap import replacing_folder
 from isles_diffseg.data.orientation import NativeGeometry
 
 CaseOrFailure = PreprocessedCase | CaseFailure
@@ -101,17 +102,16 @@ class CaseStore:
 def write_case_store(root: str | Path, cases: Mapping[str, CaseOrFailure | Callable[[], CaseOrFailure]]) -> None:
     """Write every case, one at a time: callables are evaluated lazily, so memory holds one case.
 
-    Stale case folders from an earlier run are removed first, so the store mirrors the dataset.
+    The new store is written beside the old one and replaces it only once every case is written, so
+    it mirrors the dataset (no stale case folders) and a run that fails part-way (``data.strict``, an
+    exception, Ctrl-C) leaves the previous store whole.
     """
-    root = Path(root)
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    for case_id, item in cases.items():
-        started = time.perf_counter()
-        value = item() if callable(item) else item
-        if value.case_id != case_id:
-            raise ValueError(f"case store entry {case_id!r} holds case {value.case_id!r}")
-        meta = write_case(root, value)
-        meta["seconds"] = round(time.perf_counter() - started, 3)
-        (root / case_id / "meta.json").write_text(json.dumps(meta, indent=1))
+    with replacing_folder(root) as staging:
+        for case_id, item in cases.items():
+            started = time.perf_counter()
+            value = item() if callable(item) else item
+            if value.case_id != case_id:
+                raise ValueError(f"case store entry {case_id!r} holds case {value.case_id!r}")
+            meta = write_case(staging, value)
+            meta["seconds"] = round(time.perf_counter() - started, 3)
+            (staging / case_id / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -16,7 +16,6 @@ neighbouring rows of the same case, so the store does not grow with the context 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from isles_diffseg.data.case_volume import PreprocessedCase
+from isles_diffseg.data.folder_swap import discard, start_staging, swap_in
 from isles_diffseg.data.slicing import SliceGeometry, image_to_slices, mask_to_slices
 
 INDEX_COLUMNS = ["row", "case_id", "slice", "lesion_pixels", "brain_pixels", "train_keep"]
@@ -129,14 +129,14 @@ class CaseSlices:
 
 
 class SliceStoreWriter:
-    """Fills a store case by case into a temporary folder, then swaps it in (no half-written store)."""
+    """Fills a store case by case into a staging folder beside ``path``; :meth:`close` swaps it in.
+
+    Until then the previous store at ``path`` is untouched; :meth:`discard` drops a failed attempt.
+    """
 
     def __init__(self, path: str | Path, *, n_slices: int, channels: int, image_size: int, meta: dict[str, Any]):
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
+        self.tmp = start_staging(self.path)
         shape = (n_slices, image_size, image_size)
         self._images = np.lib.format.open_memmap(
             self.tmp / "images.npy", mode="w+", dtype=np.float16, shape=(n_slices, channels, image_size, image_size)
@@ -180,10 +180,15 @@ class SliceStoreWriter:
             index["train_keep"] = np.asarray(train_keep, dtype=bool)
         index.to_parquet(self.tmp / "index.parquet", index=False)
         (self.tmp / "store.json").write_text(json.dumps(self.meta, indent=1))
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.tmp.rename(self.path)
+        swap_in(self.tmp, self.path)
         return SliceStore(self.path)
+
+    def discard(self) -> None:
+        """Drop the partly written store; the previous one at ``path`` stays as it was."""
+        for name in ("_images", "_masks", "_brain"):
+            if hasattr(self, name):
+                delattr(self, name)  # closes the memory maps before their files go
+        discard(self.tmp)
 
 
 def lesion_free_keep_mask(index: pd.DataFrame, *, policy: str, keep_fraction: float, drop_outside_brain: bool, seed: int) -> np.ndarray:

@@ -37,17 +37,21 @@ def build_slice_store(store: CaseStore, manifest: pd.DataFrame, slicing: dict[st
                 "mask_interpolation": slicing["mask_interpolation"],
             },
         )
-        for case_id in ok["case_id"]:
-            writer.add(CaseSlices.from_case(store.load(case_id), image_size, slicing["mask_interpolation"]))
-        index = writer.index()
-        keep = lesion_free_keep_mask(
-            index,
-            policy=policy["policy"],
-            keep_fraction=float(policy.get("keep_fraction", 1.0)),
-            drop_outside_brain=bool(policy.get("drop_outside_brain", True)),
-            seed=int(data.get("seed", 0)),
-        )
-        result = writer.close(train_keep=keep)
+        try:
+            for case_id in ok["case_id"]:
+                writer.add(CaseSlices.from_case(store.load(case_id), image_size, slicing["mask_interpolation"]))
+            index = writer.index()
+            keep = lesion_free_keep_mask(
+                index,
+                policy=policy["policy"],
+                keep_fraction=float(policy.get("keep_fraction", 1.0)),
+                drop_outside_brain=bool(policy.get("drop_outside_brain", True)),
+                seed=int(data.get("seed", 0)),
+            )
+            result = writer.close(train_keep=keep)
+        except BaseException:
+            writer.discard()
+            raise
         logger.info("Slice store: %d slices of %d cases, %d kept for training", len(result), len(ok), keep.sum())
         return result
 
