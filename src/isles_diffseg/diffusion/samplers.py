@@ -59,8 +59,8 @@ def ddim_sample(
     if eta < 0:
         raise ValueError(f"eta must be non-negative, got {eta}")
 
-    def step(
-        chain: GaussianDiffusion, x_t: Tensor, x0: Tensor, eps: Tensor, t: Tensor, z: Tensor | None
+    def step(  # a ReverseStep: DDIM moves from (x0, eps) alone, x_t is not needed
+        chain: GaussianDiffusion, _x_t: Tensor, x0: Tensor, eps: Tensor, t: Tensor, z: Tensor | None
     ) -> Tensor:
         return chain.ddim_step(x0, eps, t, eta, z)
 
@@ -95,8 +95,8 @@ def ddpm_sample(
 ) -> SampleResult:
     """Ancestral sampling with the (respaced) chain's own posterior; ``respacing=None`` uses all T steps."""
 
-    def step(
-        chain: GaussianDiffusion, x_t: Tensor, x0: Tensor, eps: Tensor, t: Tensor, z: Tensor | None
+    def step(  # a ReverseStep: the posterior q(x_{t-1} | x_t, x0) does not need eps
+        chain: GaussianDiffusion, x_t: Tensor, x0: Tensor, _eps: Tensor, t: Tensor, z: Tensor | None
     ) -> Tensor:
         return chain.posterior_step(x_t, x0, t, z)
 
