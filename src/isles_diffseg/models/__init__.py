@@ -5,6 +5,14 @@ variant file in ``conf/base/variants/model/``.
 """
 
 from isles_diffseg.models import diffswintr, medsegdiff, org_medsegdiff, unet_baseline  # noqa: F401  (registration)
-from isles_diffseg.models.registry import build_model, count_parameters, known_architectures, register_model
+from isles_diffseg.models.registry import (
+    IncompatibleImageSizeError,
+    build_model,
+    check_image_size,
+    count_parameters,
+    known_architectures,
+    register_model,
+    size_multiple,
+)
 
-__all__ = ["build_model", "count_parameters", "known_architectures", "register_model"]
+__all__ = ["IncompatibleImageSizeError", "build_model", "check_image_size", "count_parameters", "known_architectures", "register_model", "size_multiple"]

@@ -82,6 +82,11 @@ class DiffSwinTr(nn.Module):
     ``i`` has ``depths[i]`` blocks (mirrored encoder) without stochastic depth.
     """
 
+    @staticmethod
+    def size_multiple(depths: Sequence[int] = (2, 2, 2, 2), patch_size: int = 4) -> int:
+        """Image sizes must be multiples of this: patch embedding, then a merge between stages."""
+        return patch_size * 2 ** (len(depths) - 1)
+
     def __init__(
         self,
         image_size: int,
@@ -108,7 +113,7 @@ class DiffSwinTr(nn.Module):
             )
         if min(patch_size, window_size, embed_dim) < 1:
             raise ValueError("patch_size, window_size and embed_dim must be >= 1")
-        divisor = patch_size * 2 ** (num_stages - 1)
+        divisor = self.size_multiple(depths, patch_size)
         if image_size < 1 or image_size % divisor:
             raise ValueError(
                 f"image_size={image_size} is not a positive multiple of patch_size * 2**{num_stages - 1} = {divisor}"

@@ -199,6 +199,11 @@ class MedSegDiff(nn.Module):
     ``t`` holds original diffusion timesteps (B,) in [0, T); they are embedded sinusoidally.
     """
 
+    @staticmethod
+    def size_multiple(num_layers: int) -> int:
+        """Image sizes must be multiples of this: the encoder halves the size num_layers - 1 times."""
+        return 2 ** (num_layers - 1)
+
     def __init__(
         self,
         image_size: int,
@@ -232,7 +237,7 @@ class MedSegDiff(nn.Module):
                 f"MedSegDiff: bottleneck_transformer_layers must be an integer >= 0, "
                 f"got {bottleneck_transformer_layers!r}"
             )
-        reduction = 2 ** (num_layers - 1)
+        reduction = self.size_multiple(num_layers)
         if image_size % reduction:
             raise ValueError(
                 f"MedSegDiff: image_size {image_size} is not divisible by 2**(num_layers-1) = {reduction} "

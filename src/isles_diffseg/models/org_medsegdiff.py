@@ -121,6 +121,14 @@ class OrgMedSegDiff(nn.Module):
     the UNet's number of downsamplings. H and W must be divisible by 2 to the larger of the two depths.
     """
 
+    @staticmethod
+    def size_multiple(channel_mult: Sequence[int] = (1, 2, 4, 8), use_highway: bool = True,
+                      highway_depth: int | None = None) -> int:
+        """Image sizes must be multiples of this: the UNet and the highway each halve the size per level."""
+        unet_depth = len(channel_mult) - 1
+        highway_depth = unet_depth if highway_depth is None else highway_depth
+        return 2 ** max(unet_depth, highway_depth if use_highway else 0)
+
     def __init__(
         self,
         image_size: int,
@@ -145,7 +153,7 @@ class OrgMedSegDiff(nn.Module):
             raise ValueError("image/mask/output/model channels and num_res_blocks must all be >= 1")
         unet_depth = len(channel_mult) - 1
         highway_depth = unet_depth if highway_depth is None else highway_depth
-        self.spatial_divisor = 2 ** max(unet_depth, highway_depth if use_highway else 0)
+        self.spatial_divisor = self.size_multiple(channel_mult, use_highway, highway_depth)
         if image_size < 1 or image_size % self.spatial_divisor:
             raise ValueError(
                 f"image_size={image_size} is not a positive multiple of {self.spatial_divisor}: "

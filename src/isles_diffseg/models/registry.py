@@ -6,6 +6,7 @@ whose ``architecture`` key picks the builder; the remaining keys are the builder
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -50,6 +51,45 @@ def build_model(config: Mapping[str, Any], **overrides: Any) -> nn.Module:
     kwargs = {k: v for k, v in config.items() if k not in _NON_ARGUMENT_KEYS}
     kwargs.update(overrides)
     return _BUILDERS[architecture](**kwargs)
+
+
+def size_multiple(config: Mapping[str, Any]) -> int:
+    """The number every image side must be a multiple of for this model (its total downsampling).
+
+    Read from the architecture's ``size_multiple`` with the config's own keys, without building the
+    model, so settings can be checked before any work starts; 1 for an architecture that has none.
+    """
+    builder = _BUILDERS.get(config.get("architecture", ""))
+    if builder is None:
+        raise ValueError(
+            f"unknown model architecture {config.get('architecture')!r}; known: {', '.join(known_architectures())}"
+        )
+    rule = getattr(builder, "size_multiple", None)
+    if rule is None:
+        return 1
+    wanted = inspect.signature(rule).parameters
+    return int(rule(**{k: v for k, v in config.items() if k in wanted}))
+
+
+class IncompatibleImageSizeError(ValueError):
+    """The image size is not a multiple of the model's downsampling factor."""
+
+
+def check_image_size(model: Mapping[str, Any], image_size: int, *, model_setting: str,
+                     size_setting: str = "slicing.image_size", hint: str = "") -> None:
+    """Raise if ``image_size`` is not a positive multiple of the model's downsampling factor; the
+    message names both settings, the sizes nearby that work and ``hint`` (what else to change)."""
+    multiple = size_multiple(model)
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise IncompatibleImageSizeError(f"{size_setting} must be a positive integer, got {image_size!r}")
+    if image_size % multiple:
+        below = image_size // multiple * multiple
+        suggestions = [size for size in (below, below + multiple) if size > 0]
+        raise IncompatibleImageSizeError(
+            f"{size_setting}={image_size!r} does not suit {model_setting}={model.get('name', '?')!r}: "
+            f"the {model.get('architecture')} model downsamples the image by {multiple}, so the size must be a "
+            f"positive multiple of {multiple} (e.g. {' or '.join(map(str, suggestions))})" + (f"; {hint}" if hint else "")
+        )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -80,6 +80,11 @@ class UNetBaseline(nn.Module):
             sides are divisible by that factor is accepted.
     """
 
+    @staticmethod
+    def size_multiple(filters: Sequence[int] = (32, 64, 128, 256)) -> int:
+        """Image sizes must be multiples of this: the encoder halves the size between filter levels."""
+        return 2 ** (len(filters) - 1)
+
     def __init__(
         self,
         image_channels: int = 2,
@@ -96,11 +101,11 @@ class UNetBaseline(nn.Module):
         for name, value in (("image_channels", image_channels), ("output_channels", output_channels)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"UNetBaseline: {name} must be a positive integer, got {value!r}")
-        self.size_multiple = 2 ** (len(filters) - 1)
-        if image_size is not None and image_size % self.size_multiple:
+        self.input_multiple = multiple = self.size_multiple(filters)
+        if image_size is not None and image_size % multiple:
             raise ValueError(
                 f"UNetBaseline: image_size {image_size} is not divisible by 2**(len(filters)-1) = "
-                f"{self.size_multiple} (filters={filters})"
+                f"{multiple} (filters={filters})"
             )
         self.image_channels = image_channels
 
@@ -120,9 +125,9 @@ class UNetBaseline(nn.Module):
             raise ValueError(
                 f"UNetBaseline: image must have shape (B, {self.image_channels}, H, W), got {tuple(image.shape)}"
             )
-        if image.shape[-2] % self.size_multiple or image.shape[-1] % self.size_multiple:
+        if image.shape[-2] % self.input_multiple or image.shape[-1] % self.input_multiple:
             raise ValueError(
-                f"UNetBaseline: image sides {tuple(image.shape[-2:])} must be divisible by {self.size_multiple}"
+                f"UNetBaseline: image sides {tuple(image.shape[-2:])} must be divisible by {self.input_multiple}"
             )
         skips = []
         x = image

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from isles_diffseg.config.variants import select_variant
+from isles_diffseg.models import check_image_size
 
 # training.<key> -> variant group
 GROUP_OF_KEY = {
@@ -98,6 +99,8 @@ def resolve_run_config(
         if key in recipe and key not in ("name", "description") and value is not None:
             recipe[key] = value
     chosen["model"].update(image_channels=int(image_channels), image_size=int(image_size))
+    check_image_size(chosen["model"], int(image_size), model_setting="training.model",
+                     hint="the slice store was made at this size: re-run slicing with a size that fits")
     _check_compatible(chosen["model"], chosen["loss"])
     config = RunConfig(
         names={key: training[key] for key in GROUP_OF_KEY},

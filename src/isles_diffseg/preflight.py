@@ -1,0 +1,54 @@
+"""Settings that cannot work together are refused before a ``kedro run`` does any work.
+
+The slice size must suit every model the parameters name (``training.model`` and a namespaced
+``<ns>.training.model``, e.g. the demo's UNet baseline): each model downsamples the image by a fixed
+factor, so ``slicing.image_size`` must be a multiple of it. Without this check a size such as 63
+passes ingestion and slicing (minutes to hours on the real release) and only fails when training
+builds the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+from kedro.pipeline import Pipeline
+
+from isles_diffseg.models import check_image_size
+
+
+def training_blocks(params: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """``{"training": ..., "<ns>.training": ...}``: every training block the parameters hold."""
+    blocks = {}
+    if isinstance(params.get("training"), Mapping):
+        blocks["training"] = params["training"]
+    for namespace, value in params.items():
+        if isinstance(value, Mapping) and isinstance(value.get("training"), Mapping) and namespace != "variants":
+            blocks[f"{namespace}.training"] = value["training"]
+    return blocks
+
+
+def check_slicing_settings(params: Mapping[str, Any]) -> None:
+    """``slicing.image_size`` against the model of every training block (unknown model names are
+    left to the variant lookup, which lists the known ones)."""
+    image_size = params["slicing"]["image_size"]
+    models = params.get("variants", {}).get("model", {})
+    for prefix, block in training_blocks(params).items():
+        name = block.get("model")
+        if name in models:
+            check_image_size({**models[name], "name": name}, image_size, model_setting=f"{prefix}.model",
+                             hint=f"or set {prefix}.model to the model these slices are for")
+
+
+def _slices_in(pipeline: Pipeline) -> bool:
+    return any("params:slicing" in node.inputs for node in pipeline.nodes)
+
+
+class PreflightHooks:
+    """Runs the checks above when a pipeline that slices is about to start (before its first node)."""
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline: Pipeline, catalog: Any) -> None:  # pluggy: a subset of the spec's arguments
+        if _slices_in(pipeline):
+            check_slicing_settings(catalog.load("parameters"))
