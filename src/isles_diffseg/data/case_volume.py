@@ -11,6 +11,7 @@ import numpy as np
 
 from isles_diffseg.data.brain_mask import field_of_view_mask
 from isles_diffseg.data.discovery import ALL_MODALITIES, CaseFiles
+from isles_diffseg.data.mask_checks import mask_warnings
 from isles_diffseg.data.nifti_io import CaseInputError, check_same_grid, read_volume
 from isles_diffseg.data.orientation import NativeGeometry
 from isles_diffseg.data.windows import apply_window, window_for
@@ -77,9 +78,13 @@ def preprocess_case(
     ]
     image = np.stack(windowed, axis=-1) * brain[..., None]
     mask = None
+    findings: list[str] = []
     if mask_volume is not None:
         # Scaled uint16 masks (raw 65535, slope 1.5e-5) read as ~1.0; the threshold makes them 0/1.
         mask = (np.nan_to_num(mask_volume.data) > mask_threshold).astype(np.uint8)
+        findings = mask_warnings(mask_volume.data, mask, brain, threshold=mask_threshold)
+        for finding in findings:
+            logger.warning("%s: %s (%s)", case_id, finding, mask_volume.path)
 
     meta = {
         "case_id": case_id,
@@ -92,6 +97,7 @@ def preprocess_case(
         "source_files": {m: str(v.path) for m, v in zip(modalities, volumes, strict=True)},
         "mask_file": str(files.mask) if files.mask else None,
         "discovery_notes": list(files.notes),
+        "mask_warnings": findings,
     }
     return PreprocessedCase(
         case_id=case_id,

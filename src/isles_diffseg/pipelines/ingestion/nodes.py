@@ -74,6 +74,7 @@ def build_case_manifest(store: CaseStore, raw: Isles24Root) -> pd.DataFrame:
                 "native_zooms_mm": ",".join(f"{z:.4g}" for z in meta.get("native_zooms_mm") or []),
                 "mask_file": meta.get("mask_file"),
                 "discovery_notes": "; ".join(meta.get("discovery_notes") or []),
+                "mask_warnings": "; ".join(meta.get("mask_warnings") or []),
                 "seconds": meta.get("seconds"),
             }
         )
@@ -81,4 +82,8 @@ def build_case_manifest(store: CaseStore, raw: Isles24Root) -> pd.DataFrame:
     failed = manifest[manifest["status"] != "ok"]
     if len(failed):
         logger.warning("%d of %d cases skipped: %s", len(failed), len(manifest), ", ".join(failed["case_id"]))
+    implausible = manifest[manifest["mask_warnings"] != ""]
+    if len(implausible):
+        logger.warning("%d of %d cases have an implausible lesion mask (used anyway; see mask_warnings in the "
+                       "case manifest): %s", len(implausible), len(manifest), ", ".join(implausible["case_id"]))
     return manifest
