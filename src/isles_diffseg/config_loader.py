@@ -21,11 +21,14 @@ from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 _MISSING = object()
+# OmegaConf 2.4 deprecates register_new_resolver in favour of register_resolver (same arguments here);
+# Kedro 1.7 also runs with OmegaConf 2.3, which has only the former.
+_register_resolver = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
 
 
 class ProjectConfigLoader(OmegaConfigLoader):
     def __getitem__(self, key: str) -> dict[str, Any]:
-        OmegaConf.register_new_resolver("params", self._get_parameter_value, replace=True)
+        _register_resolver("params", self._get_parameter_value, replace=True)
         return super().__getitem__(key)
 
     def _get_parameter_value(self, variable: str, default_value: Any = _MISSING) -> Any:
