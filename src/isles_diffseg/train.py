@@ -28,6 +28,7 @@ import pandas as pd
 
 from isles_diffseg.data.folds import roles_for_run, split_record
 from isles_diffseg.data.slice_store import SliceStore
+from isles_diffseg.datasets.training_run_dataset import TrainingRunDataset
 from isles_diffseg.training.distributed import init_from_environment
 from isles_diffseg.training.launch import TrainingInterrupted, prepare_run, run_in_process
 from isles_diffseg.training.run_config import RunConfig
@@ -71,12 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         config = RunConfig.from_dict(job["config"])
         output_dir = Path(job["output_dir"])
         resume_from = Path(job["resume_from"]) if job["resume_from"] else None
+        finished_runs = None  # the Kedro node that staged the job saves the run through its catalog
     else:
         params, catalog = load_project_config(args.conf_source, args.env, parse_params(args.params))
         store = SliceStore(catalog["slice_store"]["path"])
         folds = roles_for_run(pd.read_csv(catalog["case_folds"]["filepath"]), params["data"])
         config, resume_from = prepare_run(store, params["training"], params["variants"], split_record(folds))
-        output_dir = Path(params["training"].get("output_dir") or "data/06_models")
+        # The catalog's training_run entry (path: ${params:training.output_dir}) is where `kedro run
+        # --pipelines evaluation --params evaluation.run=<name>` will look for this run.
+        finished_runs = TrainingRunDataset(path=catalog["training_run"]["path"])
+        output_dir = Path(catalog["training_run"]["path"])
 
     dist_ctx = init_from_environment(resolve_device(config.device).type)
     sink = None
@@ -86,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         sink = MlflowSink(os.environ["MLFLOW_RUN_ID"])  # the model's run, opened by the Kedro node
     result = run_in_process(store, folds, config, output_dir, resume_from, dist_ctx, sink=sink)
     if dist_ctx.is_main:
-        (output_dir / config.run_name / "result.json").write_text(json.dumps(asdict(result), indent=1))
+        if args.job:  # the launching node reads the outcome (interrupted or not) from here
+            Path(job["result"]).write_text(json.dumps(asdict(result), indent=1))
+        elif not result.interrupted:
+            finished_runs.save(result)  # the finished-run record: evaluation.run=<name> and "latest" find it
     if dist_ctx.enabled:
         import torch.distributed as dist
 

@@ -29,8 +29,10 @@ def test_default_pipeline_runs_end_to_end_and_tracks_everything_in_mlflow(projec
 
     run_dir = project_copy / "data/06_models/tiny_diffusion"
     assert (run_dir / "checkpoints/best.pt").is_file() and (run_dir / "checkpoints/latest.pt").is_file()
-    training_run = json.loads((project_copy / "data/06_models/training_run.json").read_text())
+    training_run = json.loads((run_dir / "training_run.json").read_text())  # the finished-run record
     assert training_run["run_name"] == "tiny_diffusion" and training_run["steps"] == 6
+    assert training_run["key"] == "training_run"
+    assert json.loads((project_copy / "data/06_models/tiny_unet/training_run.json").read_text())["key"] == "unet_baseline"
 
     folds = pd.read_csv(project_copy / "data/05_model_input/case_folds.csv")
     test_cases = sorted(folds.loc[folds["fold"] == 0, "case_id"])  # data.fold (default 0) is the test fold

@@ -7,24 +7,19 @@ import json
 import mlflow
 import pandas as pd
 import pytest
-from conftest import run_kedro, write_tiny_case
+from conftest import run_kedro
+from tiny_project import DATA, process_tiny_release
 
 pytestmark = pytest.mark.slow
-
-DATA = {"n_folds": 3, "seed": 1}
-
-
-def tiny_training(run_name: str, fold: int) -> dict:
-    return {"data": {**DATA, "fold": fold}, "training": {"recipe": "train_test_tiny", "max_steps": 2, "run_name": run_name}}
 
 
 @pytest.fixture
 def processed(project_copy):
-    root = project_copy / "release"
-    for n in range(1, 8):
-        write_tiny_case(root, n, seed=n)
-    run_kedro(project_copy, "data_processing", {"data": {**DATA, "root": str(root)}, "slicing": {"image_size": 32}})
-    return project_copy
+    return process_tiny_release(project_copy)
+
+
+def tiny_training(run_name: str, fold: int) -> dict:
+    return {"data": {**DATA, "fold": fold}, "training": {"recipe": "train_test_tiny", "max_steps": 2, "run_name": run_name}}
 
 
 def test_changing_data_fold_changes_the_cases_without_rerunning_splits(processed, tmp_path):

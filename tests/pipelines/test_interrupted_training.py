@@ -11,24 +11,19 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import run_kedro, write_tiny_case
+from tiny_project import process_tiny_release
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def processed(project_copy):
-    root = project_copy / "release"
-    for n in range(1, 7):
-        write_tiny_case(root, n, seed=n)
-    run_kedro(project_copy, "data_processing",
-              {"data": {"root": str(root), "n_folds": 3}, "slicing": {"image_size": 32}})
-    return project_copy
+    return process_tiny_release(project_copy)
 
 
 def test_ctrl_c_saves_the_checkpoint_and_fails_the_kedro_run_before_evaluation(processed, tmp_path):
     kedro = Path(sys.executable).with_name("kedro")
-    params = ("data.n_folds=3,training.recipe=train_test_tiny,training.max_steps=100000,training.run_name=stopped,"
+    params = ("data.n_folds=3,data.seed=1,training.recipe=train_test_tiny,training.max_steps=100000,training.run_name=stopped,"
               "evaluation.members=1")
     process = subprocess.Popen([str(kedro), "run", "--pipelines", "training,evaluation", "--params", params],
                                cwd=processed, env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"},
@@ -53,7 +48,10 @@ def test_ctrl_c_saves_the_checkpoint_and_fails_the_kedro_run_before_evaluation(p
     assert "select_threshold" not in text.split("Interrupted at step")[-1]
     assert not (processed / "data/08_reporting/stopped").exists()
     assert not (processed / "data/07_model_output/stopped").exists()
-    assert not (processed / "data/06_models/training_run.json").exists()
+    from isles_diffseg.datasets.training_run_dataset import latest_run
+
+    assert not (processed / "data/06_models/stopped/training_run.json").exists()
+    assert latest_run(processed / "data/06_models") is None
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["isles_diffseg"], output_format="list")

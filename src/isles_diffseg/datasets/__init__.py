@@ -5,6 +5,7 @@ from isles_diffseg.datasets.isles24_root_dataset import Isles24Root, Isles24Root
 from isles_diffseg.datasets.nifti_dataset import NiftiDataset
 from isles_diffseg.datasets.run_scoped_dataset import RunArtifact, RunScopedDataset
 from isles_diffseg.datasets.slice_store_dataset import SliceStoreDataset
+from isles_diffseg.datasets.training_run_dataset import TrainedRun, TrainingRunDataset
 
 __all__ = [
     "CaseStoreDataset",
@@ -14,4 +15,6 @@ __all__ = [
     "RunArtifact",
     "RunScopedDataset",
     "SliceStoreDataset",
+    "TrainedRun",
+    "TrainingRunDataset",
 ]

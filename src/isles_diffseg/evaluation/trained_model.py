@@ -33,19 +33,6 @@ class TrainedModel:
         return self.config.kind
 
 
-def find_run_dir(run: str | None, latest_run: dict[str, Any] | None, output_dir: Path) -> Path:
-    """``run``: a run name under ``output_dir`` or a run folder; None = the latest training run."""
-    if run:
-        for candidate in (Path(run), output_dir / run):
-            if (candidate / "checkpoints" / "best.pt").is_file():
-                return candidate
-        known = sorted(p.name for p in output_dir.glob("*/checkpoints/best.pt"))
-        raise FileNotFoundError(f"evaluation.run={run!r} has no checkpoints/best.pt; runs with one: {known}")
-    if not latest_run:
-        raise FileNotFoundError("no training run yet: run `kedro run --pipelines training` or set evaluation.run")
-    return Path(latest_run["run_dir"])
-
-
 def load_trained_model(run_dir: Path, device: torch.device) -> TrainedModel:
     path = Path(run_dir) / "checkpoints" / "best.pt"
     state = load_checkpoint(path, map_location="cpu")

@@ -30,6 +30,13 @@ from isles_diffseg.training.validation import select_validation_cases
 logger = logging.getLogger(__name__)
 
 
+def runs_dir(training: Mapping[str, Any]) -> Path:
+    """``training.output_dir``: the folder of run folders (conf/base: ``${globals:data_root}/06_models``)."""
+    if not training.get("output_dir"):
+        raise ValueError("training.output_dir must name the folder of run folders (conf/base/parameters_training.yml)")
+    return Path(training["output_dir"])
+
+
 class TrainingInterrupted(RuntimeError):
     """A run stopped by Ctrl-C (its ``latest.pt`` saved): not a result to evaluate or to call the latest run."""
 
@@ -65,7 +72,7 @@ def prepare_run(store: SliceStore, training: Mapping[str, Any], variants: Mappin
                 split: Mapping[str, Any] | None = None) -> tuple[RunConfig, Path | None]:
     """The run's config (new, or the resumed checkpoint's); ``split`` (folds and cases of each role, see
     :func:`isles_diffseg.data.folds.split_record`) is recorded in it as ``extra.split``."""
-    output_dir = Path(training.get("output_dir") or "data/06_models")
+    output_dir = runs_dir(training)
     if training.get("resume"):
         checkpoint = find_resume_checkpoint(str(training["resume"]), output_dir)
         config = RunConfig.from_dict(load_checkpoint(checkpoint)["config"])
@@ -108,7 +115,7 @@ def launch_training(store: SliceStore, folds: pd.DataFrame, training: Mapping[st
 
     ``folds`` carries the roles of this run (``role`` column); ``split`` is recorded in the run config."""
     config, resume_from = prepare_run(store, training, variants, split)
-    output_dir = Path(training.get("output_dir") or "data/06_models")
+    output_dir = runs_dir(training)
     num_gpus = int(training.get("num_gpus") or 1)
     run_id = model_run_id(config.run_name)
     if run_id is not None:
@@ -138,9 +145,11 @@ def run_torchrun(store: SliceStore, folds: pd.DataFrame, config: RunConfig, outp
         job = Path(tmp) / "job.json"
         folds_path = Path(tmp) / "folds.csv"
         folds.to_csv(folds_path, index=False)
+        result_file = Path(tmp) / "result.json"
         job.write_text(json.dumps({
             "store": str(store.path.resolve()), "folds": str(folds_path), "config": config.to_dict(),
             "output_dir": str(output_dir.resolve()), "resume_from": str(resume_from) if resume_from else None,
+            "result": str(result_file),
         }, default=str))
         env = dict(os.environ)
         if run_id is not None:  # rank 0 logs into the model's MLflow run
@@ -148,8 +157,6 @@ def run_torchrun(store: SliceStore, folds: pd.DataFrame, config: RunConfig, outp
             env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_gpus}",
                    "-m", "isles_diffseg.train", "--job", str(job)]
-        result_file = output_dir / config.run_name / "result.json"
-        result_file.unlink(missing_ok=True)  # a resumed run's previous result must not pass for this one
         logger.info("Launching %s", " ".join(command))
         process = subprocess.Popen(command, env=env)
         try:
@@ -161,4 +168,4 @@ def run_torchrun(store: SliceStore, folds: pd.DataFrame, config: RunConfig, outp
             returncode = process.wait()
         if not result_file.is_file():
             raise subprocess.CalledProcessError(returncode, command)
-    return TrainingResult(**json.loads(result_file.read_text()))
+        return TrainingResult(**json.loads(result_file.read_text()))

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -18,6 +16,7 @@ from isles_diffseg.data.folds import roles_for_run, split_record
 from isles_diffseg.data.orientation import NativeGeometry
 from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.datasets.run_scoped_dataset import RunArtifact
+from isles_diffseg.datasets.training_run_dataset import TrainedRun
 from isles_diffseg.evaluation.baselines import threshold_rule_masks
 from isles_diffseg.evaluation.case_metrics import case_metrics
 from isles_diffseg.evaluation.native_grid import read_native_mask, to_native
@@ -32,13 +31,7 @@ from isles_diffseg.evaluation.report import (
 )
 from isles_diffseg.evaluation.settings import EvaluationSetup, resolve_setup
 from isles_diffseg.evaluation.threshold_selection import best_threshold, sweep_thresholds
-from isles_diffseg.evaluation.trained_model import (
-    TrainedModel,
-    check_compatible,
-    check_split,
-    find_run_dir,
-    load_trained_model,
-)
+from isles_diffseg.evaluation.trained_model import TrainedModel, check_compatible, check_split
 from isles_diffseg.inference.case_prediction import CasePrediction, predict_case
 from isles_diffseg.tracking import ModelRunLogger, model_run_id
 from isles_diffseg.training.trainer import resolve_device
@@ -46,11 +39,11 @@ from isles_diffseg.training.trainer import resolve_device
 logger = logging.getLogger(__name__)
 
 
-def _load(training_run: dict[str, Any] | None, store: SliceStore, evaluation: dict[str, Any],
+def _load(training_run: TrainedRun, store: SliceStore, evaluation: dict[str, Any],
           variants: dict[str, Any]) -> tuple[TrainedModel, EvaluationSetup]:
+    """The run's model on the evaluation device (built once per `kedro run`: the dataset keeps it)."""
     device = resolve_device(str(evaluation.get("device", "auto")))
-    run_dir = find_run_dir(evaluation.get("run"), training_run, Path(evaluation.get("runs_dir", "data/06_models")))
-    trained = load_trained_model(run_dir, device)
+    trained = training_run.model(device)
     check_compatible(trained, store.modalities, store.context_slices, store.image_size)
     return trained, resolve_setup(evaluation, trained, variants, device)
 
@@ -77,14 +70,14 @@ def _roles(folds: pd.DataFrame, data: dict[str, Any], trained: TrainedModel) -> 
     return roles
 
 
-def select_threshold(training_run: dict[str, Any], store: SliceStore, folds: pd.DataFrame,
+def select_threshold(training_run: TrainedRun, store: SliceStore, folds: pd.DataFrame,
                      evaluation: dict[str, Any], variants: dict[str, Any], data: dict[str, Any]) -> RunArtifact:
     """Fixed, or the best of a sweep on the validation fold's cases (the test fold is never looked at)."""
     trained, setup = _load(training_run, store, evaluation, variants)
     roles = _roles(folds, data, trained)
     spec = evaluation["threshold"]
-    selection: dict[str, Any] = {"run_name": trained.run_name, "run_dir": str(Path(trained.checkpoint).parents[1]),
-                                 "kind": trained.kind, "step": trained.step, "split": split_record(roles),
+    selection: dict[str, Any] = {"run_name": training_run.name, "kind": trained.kind, "step": trained.step,
+                                 "split": split_record(roles),
                                  "mode": spec["mode"], "threshold": float(spec.get("value", 0.5)), "sweep": []}
     if spec["mode"] == "sweep":
         started = time.perf_counter()
@@ -96,35 +89,34 @@ def select_threshold(training_run: dict[str, Any], store: SliceStore, folds: pd.
                          seconds=round(time.perf_counter() - started, 2))
     elif spec["mode"] != "fixed":
         raise ValueError(f"evaluation.threshold.mode must be 'fixed' or 'sweep', got {spec['mode']!r}")
-    logger.info("%s: threshold %.3f (%s)", trained.run_name, selection["threshold"], spec["mode"])
-    return RunArtifact(trained.run_name, selection)
+    logger.info("%s: threshold %.3f (%s)", training_run.name, selection["threshold"], spec["mode"])
+    return RunArtifact(training_run.name, selection)
 
 
-def predict_cases(selection: dict[str, Any], store: SliceStore, folds: pd.DataFrame, cases: CaseStore,
-                  evaluation: dict[str, Any], variants: dict[str, Any], data: dict[str, Any]) -> RunArtifact:
-    """Lazy NIfTI writers (mask, probability, uncertainty per case) on each case's native grid."""
-    trained, setup = _load(None, store, {**evaluation, "run": selection["run_dir"]}, variants)
+def predict_cases(training_run: TrainedRun, selection: dict[str, Any], store: SliceStore, folds: pd.DataFrame,
+                  cases: CaseStore, evaluation: dict[str, Any], variants: dict[str, Any],
+                  data: dict[str, Any]) -> Iterator[RunArtifact]:
+    """Mask, probability and uncertainty of every evaluated case on its native grid, one case at a time.
+
+    A generator node: Kedro saves each case's three images as soon as they are yielded, so the predictions
+    of a whole fold are never in memory together and no prediction runs inside a dataset's save.
+    """
+    if selection["run_name"] != training_run.name:
+        raise ValueError(f"threshold_selection belongs to run {selection['run_name']}, training_run is "
+                         f"{training_run.name}; run select_threshold for this run first")
+    trained, setup = _load(training_run, store, evaluation, variants)
     split_cases = _cases(_roles(folds, data, trained), store, evaluation.get("split", "test"))
-    metas = {m["case_id"]: m for m in cases.metas()}
     if not split_cases:
-        raise ValueError(f"no case with role {evaluation.get('split', 'test')!r} in case_folds")
-
-    @functools.lru_cache(maxsize=1)  # the three files of a case are saved one after the other
-    def native_images(case_id: str) -> dict[str, Any]:
+        raise ValueError(f"evaluation.split={evaluation.get('split', 'test')!r}: no such case in the slice store")
+    metas = {m["case_id"]: m for m in cases.metas()}
+    for case_id in split_cases:
         started = time.perf_counter()
         prediction = _predict(trained, setup, store, case_id)
-        meta = metas[case_id]
-        native = NativeGeometry.from_meta(meta)
-        result = to_native(case_id, prediction.probability, prediction.uncertainty, store.geometry(case_id), native,
-                           float(selection["threshold"]))
+        native = NativeGeometry.from_meta(metas[case_id])
+        images = to_native(case_id, prediction.probability, prediction.uncertainty, store.geometry(case_id), native,
+                           float(selection["threshold"])).images()
         logger.info("Predicted %s in %.1f s", case_id, time.perf_counter() - started)
-        return result.images()
-
-    def writer(case_id: str, name: str) -> Callable[[], Any]:
-        return lambda: native_images(case_id)[name]
-
-    partitions = {f"{c}_{s}": writer(c, f"{c}_{s}") for c in split_cases for s in ("pred", "prob", "uncertainty")}
-    return RunArtifact(selection["run_name"], partitions)
+        yield RunArtifact(training_run.name, images)
 
 
 def score_cases(predictions: dict[str, Callable[[], Any]], selection: dict[str, Any], cases: CaseStore,

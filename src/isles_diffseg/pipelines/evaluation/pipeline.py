@@ -13,7 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(select_threshold, ["training_run", "slice_store", "case_folds", "params:evaluation", "params:variants",
                                     "params:data"], "threshold_selection", name="select_threshold"),
-            Node(predict_cases, ["threshold_selection", "slice_store", "case_folds", "preprocessed_cases",
+            Node(predict_cases, ["training_run", "threshold_selection", "slice_store", "case_folds", "preprocessed_cases",
                                  "params:evaluation", "params:variants", "params:data"], "evaluation_predictions",
                  name="predict_cases"),
             Node(score_cases, ["evaluation_predictions", "threshold_selection", "preprocessed_cases", "case_folds",

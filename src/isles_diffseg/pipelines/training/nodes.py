@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -11,15 +10,17 @@ import pandas as pd
 from isles_diffseg.data.folds import roles_for_run, split_record
 from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.training.launch import TrainingInterrupted, launch_training
+from isles_diffseg.training.trainer import TrainingResult
 
 logger = logging.getLogger(__name__)
 
 
 def train_model(
     store: SliceStore, folds: pd.DataFrame, training: dict[str, Any], variants: dict[str, Any], data: dict[str, Any]
-) -> tuple[dict[str, Any], pd.DataFrame]:
+) -> tuple[TrainingResult, pd.DataFrame]:
     """Train one model (``training.model`` etc. name the variants) on the folds ``data.fold`` /
-    ``data.val_fold`` leave for training; returns the run summary and history.
+    ``data.val_fold`` leave for training; returns the finished run (the catalog's ``training_run`` records
+    it) and its history.
 
     The split (folds, validation and test cases) is recorded in the run config (``extra.split``) and so
     in the model's own MLflow run, a child of this `kedro run`'s run named after the training run (see
@@ -37,6 +38,4 @@ def train_model(
         raise TrainingInterrupted(result)
     logger.info("Training run %s: %d steps, best val_dice_3d %s at step %s -> %s", result.run_name, result.steps,
                 result.best_metric, result.best_step, result.best_checkpoint)
-    summary = result.summary()
-    summary["run_dir"] = str(Path(summary["run_dir"]).resolve())
-    return summary, pd.DataFrame(result.history)
+    return result, pd.DataFrame(result.history)
