@@ -256,7 +256,7 @@ def run_arm(work: Path, arm: dict[str, Any], out: Path, env: str) -> None:
     sink.write({"type": "trained", "fold": fold, "seconds": time.perf_counter() - started, "steps": result.steps,
                 "best_metric": result.best_metric, "best_step": result.best_step,
                 "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None})
-    if not result.interrupted:
+    if not result.interrupted and arm.get("evaluate") != []:  # evaluate: [] = validation curves only
         test_metrics(work / "runs" / name, work, fold, arm.get("evaluate", [{"respacing": None, "members": 1}]), sink)
 
 

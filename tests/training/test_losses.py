@@ -210,3 +210,27 @@ def test_segmentation_loss_is_weighted_soft_dice_plus_bce_on_logits():
     assert out["loss"].item() == pytest.approx(2.0 * 0.5 + 3.0 * LOG2, rel=1e-6)
     sure = SegmentationLoss()(torch.tensor([[[[20.0, -20.0], [-20.0, -20.0]]]]), mask)
     assert sure["dice"].item() == pytest.approx(0.0, abs=1e-6) and sure["bce"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_timestep_power_skews_training_timesteps_towards_the_noisy_end():
+    from isles_diffseg.training.losses import DiffusionLoss
+
+    generator = torch.Generator().manual_seed(0)
+    uniform = DiffusionLoss().sample_timesteps(20000, 1000, torch.device("cpu"), generator)
+    skewed = DiffusionLoss(timestep_power=2.0).sample_timesteps(20000, 1000, torch.device("cpu"), generator)
+    # p = 1: mean (T - 1) / 2; p = 2: density 2t/T^2, mean 2T/3; a quarter of draws above 750 vs 44 %
+    assert float(uniform.float().mean()) == pytest.approx(499.5, abs=6)
+    assert float(skewed.float().mean()) == pytest.approx(666.7, abs=6)
+    assert float((skewed >= 750).float().mean()) == pytest.approx(1 - 0.75**2, abs=0.015)
+    assert int(skewed.min()) >= 0 and int(skewed.max()) == 999
+    with pytest.raises(ValueError, match="timestep_power must be >= 1"):
+        DiffusionLoss(timestep_power=0.5)
+
+
+def test_timestep_power_is_read_from_the_loss_variant():
+    from isles_diffseg.training.losses import build_loss
+
+    loss = build_loss({"kind": "diffusion", "name": "x", "timestep_power": 3.0})
+    assert loss.timestep_power == 3.0
+    t = loss.sample_timesteps(5000, 1000, torch.device("cpu"), torch.Generator().manual_seed(1))
+    assert float(t.float().mean()) == pytest.approx(750, abs=10)  # p / (p + 1) T

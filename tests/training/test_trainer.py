@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +179,21 @@ def test_two_rank_ddp_through_torchrun_on_cpu(tiny, tmp_path):
     assert result.steps == 6 and not result.interrupted
     assert [row["step"] for row in result.history] == [3, 6]
     assert Path(result.best_checkpoint).is_file() and len(load_checkpoint(tmp_path / "ddp/checkpoints/latest.pt")["generators"]) == 2
+
+
+def test_the_trainer_draws_timesteps_from_the_loss_variant(tiny, tmp_path, monkeypatch):
+    drawn = []
+    for power in (1.0, 4.0):
+        trainer = _trainer(tiny, tmp_path / str(power), max_steps=20, val_interval=100, batch_size=16)
+        trainer.loss_fn = dataclasses.replace(trainer.loss_fn, timestep_power=power)
+        real = trainer.diffusion.training_terms
+
+        def spy(*args, t=None, power=power, real=real, **kwargs):
+            drawn.append((power, t))
+            return real(*args, t=t, **kwargs)
+
+        monkeypatch.setattr(trainer.diffusion, "training_terms", spy)
+        for _ in range(20):
+            trainer.train_step()
+    means = {p: torch.cat([t for q, t in drawn if q == p]).float().mean().item() for p in (1.0, 4.0)}
+    assert means[1.0] == pytest.approx(499.5, abs=40) and means[4.0] == pytest.approx(800, abs=25)

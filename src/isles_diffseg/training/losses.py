@@ -11,6 +11,11 @@ Diffusion losses (``kind: diffusion``) start from the per-sample MSE of
   weight ramps in linearly over ``aux_warmup_steps``;
 - BCE-with-logits on a calibration head's logits (``org_medsegdiff``), unclamped.
 
+``timestep_power`` p > 1 draws training timesteps as t = floor(T u^(1/p)), u ~ U(0, 1) (density
+proportional to t^(p-1)): more of the batch at the noisy end, where x_t shows little of the mask and the
+model has to read the image, i.e. where segmentation is learned; at the clean end it only copies x_t.
+p = 1 is the usual uniform draw.
+
 ``foreground_weight`` w > 1 weights the MSE of lesion pixels w times a background pixel's (per-sample
 weighted mean): with x0 prediction a lesion covering 1 % of a 256-px slice otherwise barely moves the
 MSE, and predicting background everywhere is nearly optimal. Every diffusion loss also reports the MSE
@@ -36,7 +41,7 @@ from isles_diffseg.diffusion.gaussian import TrainingTerms
 
 _DIFFUSION_KEYS = {"kind", "name", "description", "token", "mse_weight", "dice_weight", "bce_weight",
                    "aux_warmup_steps", "aux_logit_scale", "noise_weighting", "calibration_weight", "dice_smooth",
-                   "foreground_weight"}
+                   "foreground_weight", "timestep_power"}
 _DISCRIMINATIVE_KEYS = {"kind", "name", "description", "token", "dice_weight", "bce_weight", "dice_smooth"}
 TIMESTEP_BUCKETS = 4  # the per-timestep MSE is reported for each quarter of the diffusion process
 
@@ -67,12 +72,23 @@ class DiffusionLoss:
     calibration_weight: float = 0.0
     dice_smooth: float = 1.0
     foreground_weight: float = 1.0
+    timestep_power: float = 1.0
 
     kind = "diffusion"
 
     def __post_init__(self) -> None:
         if self.foreground_weight < 1.0:
             raise ValueError(f"foreground_weight must be >= 1 (1 = plain MSE), got {self.foreground_weight}")
+        if self.timestep_power < 1.0:
+            raise ValueError(f"timestep_power must be >= 1 (1 = uniform timesteps), got {self.timestep_power}")
+
+    def sample_timesteps(self, batch: int, num_timesteps: int, device: torch.device,
+                         generator: torch.Generator | None = None) -> Tensor:
+        """Training timesteps (B,) in [0, T): uniform for p = 1, skewed towards T for p > 1."""
+        if self.timestep_power == 1.0:
+            return torch.randint(0, num_timesteps, (batch,), device=device, generator=generator)
+        u = torch.rand(batch, device=device, generator=generator)
+        return (num_timesteps * u.pow(1.0 / self.timestep_power)).long().clamp_max(num_timesteps - 1)
 
     def aux_ramp(self, step: int) -> float:
         if self.aux_warmup_steps <= 0:

@@ -221,7 +221,9 @@ class Trainer:
     def _loss(self, image: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             if self.config.kind == "diffusion":
-                terms = self.diffusion.training_terms(self.train_model, mask_to_signal(mask), image,
+                t = self.loss_fn.sample_timesteps(len(mask), self.diffusion.num_timesteps, self.device,
+                                                  self.noise_generator)
+                terms = self.diffusion.training_terms(self.train_model, mask_to_signal(mask), image, t=t,
                                                       generator=self.noise_generator)
                 return self.loss_fn(terms, mask, self.diffusion, self.step)
             return self.loss_fn(self.train_model(None, None, image), mask)
