@@ -8,12 +8,16 @@ silently ignored by ``isles24_raw``. ``${params:data.root}`` in ``catalog.yml`` 
 after Kedro's own merge (base, then the run environment, then ``--params``), so the parameter shown in
 MLflow and the folder the catalog reads can never disagree.
 
-The resolver is registered the way Kedro registers ``runtime_params`` (bound to this loader, re-registered
+``${kedro_run:env}``, ``${kedro_run:runtime_params}`` and ``${kedro_run:project_path}`` give the run's own
+settings to a node that starts further Kedro runs with them (cross-validation starts one run per fold).
+
+The resolvers are registered the way Kedro registers ``runtime_params`` (bound to this loader, re-registered
 on every lookup), so the loader that resolves a file is the one whose parameters it sees.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from kedro.config import OmegaConfigLoader
@@ -29,7 +33,18 @@ _register_resolver = getattr(OmegaConf, "register_resolver", None) or OmegaConf.
 class ProjectConfigLoader(OmegaConfigLoader):
     def __getitem__(self, key: str) -> dict[str, Any]:
         _register_resolver("params", self._get_parameter_value, replace=True)
+        _register_resolver("kedro_run", self._get_run_setting, replace=True)
         return super().__getitem__(key)
+
+    def _get_run_setting(self, name: str) -> Any:
+        settings = {
+            "env": self.env,
+            "runtime_params": OmegaConf.create(dict(self.runtime_params or {})),
+            "project_path": Path(self.conf_source).resolve().parent.as_posix(),
+        }
+        if name not in settings:
+            raise InterpolationResolutionError(f"${{kedro_run:{name}}}: one of {sorted(settings)}")
+        return settings[name]
 
     def _get_parameter_value(self, variable: str, default_value: Any = _MISSING) -> Any:
         # Parameters are re-read on each lookup rather than cached: runtime_params may be replaced after

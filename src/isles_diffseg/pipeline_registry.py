@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from isles_diffseg.pipelines import comparison, evaluation, ingestion, slicing, splits, synthetic, training
+from isles_diffseg.pipelines import (
+    comparison,
+    cross_validation,
+    evaluation,
+    ingestion,
+    slicing,
+    splits,
+    synthetic,
+    training,
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -31,6 +40,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         "training": training.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),
         "comparison": comparison.create_pipeline(),
+        # Every fold of case_folds: independent training + evaluation runs, then data/08_reporting/cv_<name>/.
+        "cross_validation": cross_validation.create_pipeline(),
         "unet_baseline": unet_baseline,
         "__default__": demo,
     }

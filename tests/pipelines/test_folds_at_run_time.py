@@ -77,3 +77,6 @@ def test_case_folds_made_with_another_fold_count_are_refused_with_the_fix():
         roles_for_run(folds, {"n_folds": 5, "fold": 0, "val_fold": None})
     roles = roles_for_run(folds, {"n_folds": 3, "fold": 2, "val_fold": 0})
     assert list(roles["role"]) == ["val", "train", "test"]
+    assert list(roles_for_run(folds, {"n_folds": 3, "fold": 2, "val_fold": None})["role"]) == ["val", "train", "test"]
+    # `none`: no validation fold (2-fold cross-validation); every other fold trains
+    assert list(roles_for_run(folds, {"n_folds": 3, "fold": 1, "val_fold": "none"})["role"]) == ["train", "test", "train"]

@@ -12,7 +12,8 @@ import pytest
 
 from isles_diffseg.pipeline_registry import register_pipelines
 
-PIPELINES = {"synthetic", "ingestion", "slicing", "splits", "data_processing", "__default__"}
+PIPELINES = {"synthetic", "ingestion", "slicing", "splits", "data_processing", "training", "evaluation", "cross_validation",
+             "__default__"}
 
 
 def test_pipeline_names_are_the_documented_interface():

@@ -63,7 +63,7 @@ def assign_roles(folds: pd.DataFrame, *, test_fold: int, val_fold: int | None = 
 
 def roles_for_run(folds: pd.DataFrame, data: Mapping[str, Any]) -> pd.DataFrame:
     """Roles of a training or evaluation run, chosen when it runs: ``data.fold`` is held out (test),
-    ``data.val_fold`` (null: the next fold) validates, the rest train.
+    ``data.val_fold`` (null: the next fold; ``none``: no validation fold) validates, the rest train.
 
     ``folds`` is ``case_folds`` (one fold number per case, computed once by the `splits` pipeline); it
     must have been made with ``data.n_folds`` folds, or fold numbers would mean something else.
@@ -77,6 +77,13 @@ def roles_for_run(folds: pd.DataFrame, data: Mapping[str, Any]) -> pd.DataFrame:
         raise ValueError(f"case_folds holds {found} folds but data.n_folds={n_folds}; re-run "
                          f"`kedro run --pipelines splits --params data.n_folds={n_folds}` or set data.n_folds={found}")
     val_fold = data.get("val_fold")
+    if isinstance(val_fold, str) and val_fold.lower() == "none":  # no validation fold: every other fold trains (e.g. 2-fold CV)
+        test_fold = int(data["fold"])
+        if not 0 <= test_fold < n_folds:
+            raise ValueError(f"data.fold={test_fold} is outside the {n_folds} folds (0..{n_folds - 1})")
+        out = folds.drop(columns="role", errors="ignore").copy()
+        out["role"] = np.where(out["fold"] == test_fold, "test", "train")
+        return out
     return assign_roles(folds.drop(columns="role", errors="ignore"), test_fold=int(data["fold"]),
                         val_fold=None if val_fold is None else int(val_fold))
 
@@ -86,5 +93,5 @@ def split_record(roles: pd.DataFrame) -> dict[str, Any]:
     fold_of = {role: sorted(set(roles.loc[roles["role"] == role, "fold"])) for role in ("test", "val")}
     cases = {role: sorted(roles.loc[roles["role"] == role, "case_id"]) for role in ("train", "val", "test")}
     return {"n_folds": int(roles["fold"].max()) + 1, "test_fold": int(fold_of["test"][0]),
-            "val_fold": int(fold_of["val"][0]), "n_train_cases": len(cases["train"]),
+            "val_fold": int(fold_of["val"][0]) if fold_of["val"] else None, "n_train_cases": len(cases["train"]),
             "val_cases": cases["val"], "test_cases": cases["test"]}

@@ -5,7 +5,7 @@ from isles_diffseg.datasets.isles24_root_dataset import Isles24Root, Isles24Root
 from isles_diffseg.datasets.nifti_dataset import NiftiDataset
 from isles_diffseg.datasets.run_scoped_dataset import RunArtifact, RunScopedDataset
 from isles_diffseg.datasets.slice_store_dataset import SliceStoreDataset
-from isles_diffseg.datasets.training_run_dataset import TrainedRun, TrainingRunDataset
+from isles_diffseg.datasets.training_run_dataset import RunFoldersDataset, TrainedRun, TrainingRunDataset
 
 __all__ = [
     "CaseStoreDataset",
@@ -13,6 +13,7 @@ __all__ = [
     "Isles24RootDataset",
     "NiftiDataset",
     "RunArtifact",
+    "RunFoldersDataset",
     "RunScopedDataset",
     "SliceStoreDataset",
     "TrainedRun",

@@ -167,3 +167,26 @@ class TrainingRunDataset(AbstractDataset[TrainingResult, TrainedRun]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "run": self._run, "key": self._key}
+
+
+class RunFoldersDataset(AbstractDataset[None, list[str]]):
+    """Read-only: the names of all run folders under ``path``, finished or not (empty when there is none),
+    for nodes that must not start a run over an existing one."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> list[str]:
+        if not self._path.is_dir():
+            return []
+        return sorted(p.name for p in self._path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def save(self, _data: None) -> None:
+        raise DatasetError(f"{self._path}: run folders are written by training, not saved through this dataset")
+
+    def _exists(self) -> bool:
+        return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

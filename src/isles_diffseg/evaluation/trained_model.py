@@ -63,10 +63,10 @@ def check_split(trained: TrainedModel, split: dict[str, Any]) -> None:
                        "data.fold=%s, data.val_fold=%s as given", trained.run_name, split["test_fold"], split["val_fold"])
         return
     keys = ("n_folds", "test_fold", "val_fold")
-    theirs, ours = (tuple(int(recorded[k]) for k in keys), tuple(int(split[k]) for k in keys))
+    theirs, ours = (tuple(recorded[k] for k in keys), tuple(split[k] for k in keys))
     if theirs != ours:
         raise ValueError(
             f"run {trained.run_name} was trained with (data.n_folds, data.fold, data.val_fold) = {theirs}, but this "
             f"evaluation asks for {ours}: its test cases would include cases it trained on. Pass "
-            f"--params data.fold={theirs[1]},data.val_fold={theirs[2]}"
+            f"--params data.fold={theirs[1]},data.val_fold={'none' if theirs[2] is None else theirs[2]}"
         )

@@ -92,8 +92,9 @@ def prepare_run(store: SliceStore, training: Mapping[str, Any], variants: Mappin
     return config, None
 
 
-def _folds_of(split: Mapping[str, Any]) -> tuple[int, int, int]:
-    return int(split["n_folds"]), int(split["test_fold"]), int(split["val_fold"])
+def _folds_of(split: Mapping[str, Any]) -> tuple[int, int, int | None]:
+    val_fold = split["val_fold"]
+    return int(split["n_folds"]), int(split["test_fold"]), None if val_fold is None else int(val_fold)
 
 
 def run_in_process(

@@ -82,6 +82,9 @@ def select_threshold(training_run: TrainedRun, store: SliceStore, folds: pd.Data
     if spec["mode"] == "sweep":
         started = time.perf_counter()
         val_cases = _cases(roles, store, "val")[: spec.get("max_cases") or None]
+        if not val_cases:
+            raise ValueError("evaluation.threshold.mode=sweep needs validation cases, and data.val_fold is none: "
+                             "set evaluation.threshold.mode=fixed (evaluation.threshold.value) or a validation fold")
         probabilities = {c: _predict(trained, setup, store, c).probability for c in val_cases}
         truth = {c: store.masks(store.case_rows(c)) for c in val_cases}
         sweep = sweep_thresholds(probabilities, truth, spec["candidates"])

@@ -28,7 +28,7 @@ def train_model(
     """
     roles = roles_for_run(folds, data)
     split = split_record(roles)
-    logger.info("Test fold %d, validation fold %d of %d: %d training, %d validation, %d test cases",
+    logger.info("Test fold %d, validation fold %s of %d: %d training, %d validation, %d test cases",
                 split["test_fold"], split["val_fold"], split["n_folds"], split["n_train_cases"],
                 len(split["val_cases"]), len(split["test_cases"]))
     result = launch_training(store, roles, training, variants, split)
