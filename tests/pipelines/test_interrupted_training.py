@@ -57,3 +57,25 @@ def test_ctrl_c_saves_the_checkpoint_and_fails_the_kedro_run_before_evaluation(p
     runs = mlflow.search_runs(experiment_names=["isles_diffseg"], output_format="list")
     child = next(r for r in runs if r.data.tags.get("isles_diffseg_run_name") == "stopped")
     assert child.info.status == "KILLED"
+
+
+def test_ctrl_c_in_the_torchrun_entry_point_exits_130_without_a_finished_record(processed, monkeypatch, caplog):
+    from isles_diffseg import train
+    from isles_diffseg.datasets.training_run_dataset import latest_run
+    from isles_diffseg.training.trainer import Trainer
+
+    real_step = Trainer.train_step
+
+    def step_then_ctrl_c(self):
+        if self.step >= 2:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
+    code = train.main(["--params", "data.n_folds=3,data.seed=1,training.recipe=train_test_tiny,"
+                                   "training.max_steps=50,training.run_name=entry_stopped"])
+    assert code == 130
+    assert "resume with training.resume=entry_stopped" in caplog.text
+    assert (processed / "data/06_models/entry_stopped/checkpoints/latest.pt").is_file()
+    assert not (processed / "data/06_models/entry_stopped/training_run.json").exists()
+    assert latest_run(processed / "data/06_models") is None
