@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import mlflow
+import nbformat
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import PROJECT_ROOT, run_kedro
+from nbclient import NotebookClient
 
 pytestmark = pytest.mark.slow
 
@@ -74,18 +77,38 @@ def test_default_pipeline_runs_end_to_end_and_tracks_everything_in_mlflow(projec
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["tiny_diffusion"].info.run_id, "evaluation")}
     assert "evaluation/report.md" in artifacts
 
-    # The notebooks run headless on the same tiny project (stored without outputs).
-    import shutil
-
-    import nbformat
-    from nbclient import NotebookClient
-
-
-
+    # The notebooks run headless on the same tiny project (stored without outputs), and the results
+    # notebook shows this run: its MLflow curves, and tables with the model and both threshold rules.
     shutil.copytree(PROJECT_ROOT / "notebooks", project_copy / "notebooks")
+    executed = {}
     for path in sorted((project_copy / "notebooks").glob("*.ipynb")):
         stored = nbformat.read(PROJECT_ROOT / "notebooks" / path.name, as_version=4)
         assert all(not cell.get("outputs") for cell in stored.cells if cell.cell_type == "code"), path.name
         notebook = nbformat.read(path, as_version=4)
         NotebookClient(notebook, timeout=300, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute()
+        executed[path.name] = notebook
+    shown = _shown_by_tag(executed["02_results.ipynb"])
+    curves = runs["tiny_diffusion"].info.run_id
+    assert f"training curves of tiny_diffusion: MLflow run {curves}" in shown["training-curves"]["text"]
+    assert shown["training-curves"]["images"] == 1
+    methods = ("tiny_diffusion", "threshold_rule_tmax6", "threshold_rule_tmax6_rcbf30")
+    for tag in ("model-vs-baselines", "case-dice"):
+        assert all(method in shown[tag]["text"] for method in methods), (tag, shown[tag]["text"])
+    for case_id in test_cases:
+        assert case_id in shown["case-dice"]["text"]
+    assert "tiny_unet" in shown["all-runs"]["text"] and "tiny_diffusion" in shown["all-runs"]["text"]
+
+
+def _shown_by_tag(notebook) -> dict[str, dict]:
+    """What each tagged cell displays: its printed and plain-text output, and how many images."""
+    shown = {}
+    for cell in notebook.cells:
+        for tag in cell.get("metadata", {}).get("tags", []):
+            text, images = [], 0
+            for output in cell.get("outputs", []):
+                text.append(output.get("text", ""))
+                text.append(output.get("data", {}).get("text/plain", ""))
+                images += "image/png" in output.get("data", {})
+            shown[tag] = {"text": "\n".join(text), "images": images}
+    return shown

@@ -1,18 +1,18 @@
-"""Tables, figures and the Markdown report of an evaluation (model vs baselines on the same cases)."""
+"""Tables, figures and the Markdown report of an evaluation (model vs baselines on the same cases).
+
+Figures are :class:`Figure` objects built outside pyplot: no backend is needed to save them, and importing
+this module (as ``%load_ext kedro.ipython`` does) leaves a notebook's inline backend alone.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from isles_diffseg.metrics import aggregate_case_metrics  # noqa: E402
+from isles_diffseg.metrics import aggregate_case_metrics
 
 # (column, label, higher is better)
 TABLE_METRICS = [
@@ -81,7 +81,8 @@ def markdown_report(run_name: str, table: pd.DataFrame, case_metrics: pd.DataFra
 
 
 def dice_distribution_figure(case_metrics: pd.DataFrame) -> Figure:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     methods = list(dict.fromkeys(case_metrics["method"]))
     ax.boxplot([case_metrics.loc[case_metrics["method"] == m, "dice"] for m in methods], showmeans=True)
     for i, m in enumerate(methods, start=1):
@@ -95,7 +96,8 @@ def dice_distribution_figure(case_metrics: pd.DataFrame) -> Figure:
 
 
 def volume_figure(case_metrics: pd.DataFrame) -> Figure:
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     for method, rows in case_metrics.groupby("method", sort=False):
         ax.scatter(rows["gt_volume_ml"], rows["pred_volume_ml"], label=method[:28], s=14)
     top = float(max(case_metrics["gt_volume_ml"].max(), case_metrics["pred_volume_ml"].max(), 1.0))
@@ -109,7 +111,8 @@ def volume_figure(case_metrics: pd.DataFrame) -> Figure:
 
 def overlay_figure(panels: list[dict[str, Any]]) -> Figure:
     """Rows of (first modality, ground truth, prediction, uncertainty) on the axial slice with most lesion."""
-    fig, axes = plt.subplots(len(panels), 4, figsize=(9, 2.4 * len(panels)), squeeze=False)
+    fig = Figure(figsize=(9, 2.4 * len(panels)))
+    axes = fig.subplots(len(panels), 4, squeeze=False)
     for row, panel in zip(axes, panels, strict=True):
         image = panel["image"].T
         for ax, title in zip(row, ("image", "ground truth", "prediction", "uncertainty"), strict=True):

@@ -1,27 +1,25 @@
 """Validation figures: example grids, predicted vs true volumes, probability histograms, x_0 chains.
 
-Image arrays are (X, Y) in RAS order; they are shown transposed with the origin low so anterior is up.
+Figures are built as :class:`Figure` objects, outside pyplot: they need no backend (headless runs) and
+never switch the one a notebook uses. Image arrays are (X, Y) in RAS order; they are shown transposed
+with the origin low so anterior is up.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 
 def validation_grid(examples: list[dict[str, Any]], modalities: list[str]) -> Figure:
     """One row per example: the centre-slice modalities, GT, probability and uncertainty."""
     n_mod = len(modalities)
     columns = [*modalities, "ground truth", "prediction", "uncertainty"]
-    fig, axes = plt.subplots(len(examples), len(columns), figsize=(2.2 * len(columns), 2.2 * len(examples)),
-                             squeeze=False)
+    fig = Figure(figsize=(2.2 * len(columns), 2.2 * len(examples)))
+    axes = fig.subplots(len(examples), len(columns), squeeze=False)
     for row, example in zip(axes, examples, strict=True):
         k = example["image"].shape[0] // n_mod // 2  # centre slice of the 2.5D stack
         panels = [example["image"][k * n_mod + c] for c in range(n_mod)]
@@ -42,7 +40,8 @@ def volume_scatter(true_volume: np.ndarray, predicted_volume: np.ndarray, unit: 
 
     Empty predictions lie on the x axis; scattered false positives lie far above the line.
     """
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     ax.scatter(true_volume, predicted_volume, s=14, alpha=0.8)
     top = max(1.0, float(np.max(true_volume, initial=0)), float(np.max(predicted_volume, initial=0))) * 1.05
     ax.plot([0, top], [0, top], color="gray", linestyle="--", linewidth=1)
@@ -62,7 +61,8 @@ def probability_histogram(lesion_counts: np.ndarray, background_counts: np.ndarr
 
     Log scale because background pixels outnumber lesion pixels by orders of magnitude.
     """
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     ax.stairs(background_counts, edges, label=f"outside lesion ({int(np.sum(background_counts))} px)")
     ax.stairs(lesion_counts, edges, label=f"inside lesion ({int(np.sum(lesion_counts))} px)")
     ax.set_yscale("log")
@@ -78,8 +78,8 @@ def denoising_chain_grid(examples: list[dict[str, Any]], modalities: list[str]) 
     """One row per example: the first modality's centre slice, GT, then the x_0 estimate at each timestep."""
     n_mod = len(modalities)
     n_columns = 2 + len(examples[0]["chain_timesteps"])  # every example ran the same sampler
-    fig, axes = plt.subplots(len(examples), n_columns, figsize=(2.2 * n_columns, 2.2 * len(examples)),
-                             squeeze=False)
+    fig = Figure(figsize=(2.2 * n_columns, 2.2 * len(examples)))
+    axes = fig.subplots(len(examples), n_columns, squeeze=False)
     for row, example in zip(axes, examples, strict=True):
         k = example["image"].shape[0] // n_mod // 2  # centre slice of the 2.5D stack
         _show(row[0], example["image"][k * n_mod], modalities[0])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from isles_diffseg.tracking import ModelRunLogger
@@ -51,5 +50,4 @@ class MlflowSink:
             self.log.artifact(path, "checkpoints")
 
     def _figure(self, figure: Figure, path: str) -> None:
-        self.log.figure(figure, path)
-        plt.close(figure)
+        self.log.figure(figure, path)  # built outside pyplot (training/figures.py): nothing to close

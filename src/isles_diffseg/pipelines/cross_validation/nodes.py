@@ -17,18 +17,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from isles_diffseg.data.folds import roles_for_run  # noqa: E402
-from isles_diffseg.datasets.run_scoped_dataset import RunArtifact  # noqa: E402
-from isles_diffseg.evaluation.report import TABLE_METRICS, to_markdown  # noqa: E402
-from isles_diffseg.tracking import ModelRunLogger, flatten  # noqa: E402
+from isles_diffseg.data.folds import roles_for_run
+from isles_diffseg.datasets.run_scoped_dataset import RunArtifact
+from isles_diffseg.evaluation.report import TABLE_METRICS, to_markdown
+from isles_diffseg.tracking import ModelRunLogger, flatten
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +202,8 @@ def _mean_sd_table(summary: pd.DataFrame) -> pd.DataFrame:
 def dice_by_fold_figure(pooled: pd.DataFrame) -> Figure:
     methods = list(dict.fromkeys([MODEL, *pooled["method"]]))
     folds = sorted(pooled["fold"].unique())
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(folds) * len(methods) / 2), 3.8))
+    fig = Figure(figsize=(max(5.0, 1.4 * len(folds) * len(methods) / 2), 3.8))
+    ax = fig.subplots()
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
         data = [pooled.loc[(pooled["fold"] == k) & (pooled["method"] == method), "dice"].to_numpy() for k in folds]
@@ -225,7 +222,8 @@ def dice_by_fold_figure(pooled: pd.DataFrame) -> Figure:
 
 def volume_figure(pooled: pd.DataFrame) -> Figure:
     model = pooled[pooled["method"] == MODEL]
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     for fold, rows in model.groupby("fold"):
         ax.scatter(rows["gt_volume_ml"], rows["pred_volume_ml"], s=14, label=f"fold {fold}")
     top = float(max(model["gt_volume_ml"].max(), model["pred_volume_ml"].max(), 1.0))
