@@ -15,6 +15,8 @@ from isles_diffseg.data.folder_swap import replacing_folder, staging_path, swap_
 from isles_diffseg.data.nifti_io import CaseInputError
 from isles_diffseg.data.slice_store import CaseSlices, SliceStore, SliceStoreWriter
 from isles_diffseg.data.slicing import SliceGeometry
+from isles_diffseg.data.synthetic import SyntheticProfile
+from isles_diffseg.pipelines.synthetic.nodes import SyntheticDatasetWriter
 
 BASELINE = {"cbf": [0, 70], "tmax": [4, 30]}
 
@@ -151,3 +153,31 @@ def test_replacing_folder_swaps_only_when_the_block_completes(tmp_path):
         raise RuntimeError
     assert sorted(p.name for p in target.iterdir()) == ["a"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+TINY_RELEASE = SyntheticProfile(n_cases=2, shape_x=48, shape_y=(56, 56), n_slices=(12, 12), spacing_xy_mm=(4.0, 4.0),
+                                slice_mm=(10.0, 10.0))
+
+
+def test_a_failed_synthetic_generation_leaves_the_previous_release_whole(tmp_path, monkeypatch):
+    import isles_diffseg.data.synthetic as synthetic
+
+    root = tmp_path / "isles24_synthetic"
+    SyntheticDatasetWriter({"profile": TINY_RELEASE, "seed": 1, "n_cases": 2}).write_to(root)
+    before = {f.case_id: f.mask.read_bytes() for f in discover_cases(root)}
+    real_generate = synthetic.generate_case
+
+    def fails_on_the_second_case(index, *args, **kwargs):
+        if index == 1:
+            raise RuntimeError("generator crashed")
+        return real_generate(index, *args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "generate_case", fails_on_the_second_case)
+    with pytest.raises(RuntimeError, match="generator crashed"):
+        SyntheticDatasetWriter({"profile": TINY_RELEASE, "seed": 2, "n_cases": 3}).write_to(root)
+    assert {f.case_id: f.mask.read_bytes() for f in discover_cases(root)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["isles24_synthetic"]
+
+    monkeypatch.setattr(synthetic, "generate_case", real_generate)
+    SyntheticDatasetWriter({"profile": TINY_RELEASE, "seed": 2, "n_cases": 3}).write_to(root)
+    assert [f.case_id for f in discover_cases(root)] == ["sub-stroke0001", "sub-stroke0002", "sub-stroke0003"]

@@ -11,18 +11,28 @@ import numpy as np
 import pandas as pd
 
 from isles_diffseg.data.discovery import discover_cases
+from isles_diffseg.data.folder_swap import replacing_folder
 from isles_diffseg.data.synthetic import write_synthetic_dataset
 from isles_diffseg.datasets.isles24_root_dataset import Isles24Root
 
 
 @dataclass
 class SyntheticDatasetWriter:
-    """Generates the synthetic release into the catalog's folder when the dataset is saved."""
+    """Generates the synthetic release into the catalog's folder when the dataset is saved.
+
+    With ``overwrite`` (the default) the release is generated beside the folder and replaces it only once
+    every case is written, so a failed or interrupted run leaves the previous release whole; the folder
+    (``synthetic_root``) belongs to the generator. Without it, cases are added to the folder in place.
+    """
 
     params: dict[str, Any]
 
     def write_to(self, root: Path) -> None:
-        write_synthetic_dataset(root, **self.params)
+        if not self.params.get("overwrite", True):
+            write_synthetic_dataset(root, **self.params)
+            return
+        with replacing_folder(root) as staging:
+            write_synthetic_dataset(staging, **self.params)
 
 
 def generate_synthetic_dataset(synthetic: dict[str, Any]) -> SyntheticDatasetWriter:
