@@ -6,8 +6,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import build_tiny_slice_store
 
 from isles_diffseg.config.variants import load_variant_group
+from isles_diffseg.training.launch import prepare_run
 from isles_diffseg.training.run_config import GROUP_OF_KEY, RunConfig, check_run_name, resolve_run_config
 
 CONF = Path(__file__).parents[2] / "conf" / "base"
@@ -24,11 +26,17 @@ def _resolve(**training):
 
 @pytest.mark.parametrize("name", ["../../../x", "..", ".", "a/../../b", "/tmp/x", "runs/x", "a\\b", "..\\x",
                                   "~/x", ".latest", "x y", "x'y", "x\n", "café"])
-def test_traversal_separators_and_odd_characters_are_refused_naming_the_setting(name, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_traversal_separators_and_odd_characters_are_refused_naming_the_setting(name):
     with pytest.raises(ValueError, match=r"training\.run_name=.* is not a valid run name"):
         _resolve(run_name=name)
-    assert list(tmp_path.iterdir()) == []  # refused before anything is written
+
+
+def test_a_traversing_run_name_is_refused_when_the_training_node_prepares_the_run(tmp_path):
+    # prepare_run is what the training node and the torchrun entry call before the trainer makes folders
+    store, _ = build_tiny_slice_store(tmp_path / "slices")
+    training = {**BASE, "run_name": "../../../x", "output_dir": str(tmp_path / "runs")}
+    with pytest.raises(ValueError, match=r"training\.run_name='../../../x' is not a valid run name"):
+        prepare_run(store, training, VARIANTS)
 
 
 @pytest.mark.parametrize("name", ["   ", "\t"])
