@@ -31,13 +31,13 @@ from isles_diffseg.training.run_config import RunConfig
 from isles_diffseg.training.trainer import TrainingResult
 
 RECORD = "training_run.json"
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def check_run_name(name: str, setting: str) -> str:
     """A run name is one folder name: no separators or '..', so it cannot point outside the runs folder."""
     if not isinstance(name, str) or not _RUN_NAME.match(name) or ".." in name:
-        raise ValueError(f"{setting}={name!r} is not a run name (letters, digits and . _ + = - only, no '/' or '..')")
+        raise ValueError(f"{setting}={name!r} is not a run name (letters, digits and . _ - only, no '/' or '..')")
     return name
 
 

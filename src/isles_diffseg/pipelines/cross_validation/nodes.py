@@ -33,8 +33,8 @@ MODEL = "model"  # the per-fold run names differ; in the pooled tables the train
 
 def cv_name(cv: Mapping[str, Any], training: Mapping[str, Any]) -> str:
     name = str(cv.get("name") or training["model"])
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+=-]*", name) or ".." in name:
-        raise ValueError(f"cv.name={name!r} must be a folder name (letters, digits and . _ + = -)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
+        raise ValueError(f"cv.name={name!r} must be a folder name (letters, digits and . _ -)")
     return name
 
 
