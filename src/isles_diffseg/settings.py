@@ -8,12 +8,16 @@ from omegaconf.resolvers import oc
 from isles_diffseg.config.variants import VARIANT_GROUPS
 from isles_diffseg.config_loader import ProjectConfigLoader
 from isles_diffseg.context import ProjectContext
+from isles_diffseg.preflight import PreflightHooks
 
 # Valid for a source checkout (the supported way to use this project); deployments set
 # MLFLOW_TRACKING_URI explicitly.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 CONTEXT_CLASS = ProjectContext
+
+# Incompatible settings (slice size vs model depth) stop a run before its first node.
+HOOKS = (PreflightHooks(),)
 
 # OmegaConfigLoader plus ${params:<key>}, so catalog paths chosen as parameters (data.root) follow
 # base/env/local/--params like every other parameter.

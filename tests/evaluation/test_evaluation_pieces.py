@@ -45,21 +45,26 @@ def test_native_write_back_keeps_the_case_affine_and_grid():
     assert images["c_pred"].get_data_dtype() == np.uint8
 
 
-def test_run_scoped_dataset_writes_one_folder_per_run_and_loads_the_latest(tmp_path):
-    dataset = RunScopedDataset(str(tmp_path), "summary.json", {"type": "json.JSONDataset"}, key="summary")
+def test_run_scoped_dataset_writes_one_folder_per_run_and_loads_the_run_it_saved(tmp_path):
+    runs = {"path": str(tmp_path / "runs")}
+    dataset = RunScopedDataset(str(tmp_path), "summary.json", {"type": "json.JSONDataset"}, latest_of=runs)
     dataset.save(RunArtifact("run_a", {"dice": 0.1}))
     dataset.save(RunArtifact("run_b", {"dice": 0.2}))
     assert (tmp_path / "run_a" / "summary.json").is_file() and dataset.load() == {"dice": 0.2}
     with pytest.raises(Exception, match="expected a RunArtifact"):
         dataset.save({"dice": 0.3})
     with pytest.raises(ValueError, match="relative to the run folder"):
-        RunScopedDataset(str(tmp_path), "/abs.json", {"type": "json.JSONDataset"}, key="x")
+        RunScopedDataset(str(tmp_path), "/abs.json", {"type": "json.JSONDataset"}, latest_of=runs)
+    # a later session (a notebook) names the run it wants
+    named = RunScopedDataset(str(tmp_path), "summary.json", {"type": "json.JSONDataset"}, latest_of=runs, run="run_a")
+    assert named.load() == {"dice": 0.1}
 
 
 def test_prediction_folder_round_trip(tmp_path):
     dataset = RunScopedDataset(str(tmp_path), "", {"type": "partitions.PartitionedDataset",
                                                   "dataset": "isles_diffseg.datasets.NiftiDataset",
-                                                  "filename_suffix": ".nii.gz"}, key="p", path_argument="path")
+                                                  "filename_suffix": ".nii.gz"},
+                               latest_of={"path": str(tmp_path / "runs")}, path_argument="path")
     image = nib.Nifti1Image(np.ones((2, 3, 4), np.uint8), np.diag([0.5, 0.5, 2, 1]))
     dataset.save(RunArtifact("run", {"case_pred": lambda: image}))
     loaded = dataset.load()

@@ -9,7 +9,7 @@ from conftest import write_tiny_case
 
 from isles_diffseg.config.variants import load_variant_group
 from isles_diffseg.models import IncompatibleImageSizeError
-from isles_diffseg.preflight import PreflightHooks, check_slicing_settings, training_blocks
+from isles_diffseg.preflight import check_slicing_settings, training_blocks
 from isles_diffseg.training.run_config import GROUP_OF_KEY, resolve_run_config
 
 CONF = Path(__file__).parents[2] / "conf" / "base"
@@ -51,8 +51,6 @@ def test_data_processing_with_an_image_size_the_model_cannot_take_stops_before_i
     bootstrap_project(project_copy)
     with KedroSession.create(project_path=project_copy,
                              runtime_params={"data": {"root": str(release)}, "slicing": {"image_size": 63}}) as session:
-        # registered the way settings.HOOKS registers project hooks
-        session._hook_manager.register(PreflightHooks())
         with pytest.raises(IncompatibleImageSizeError, match=r"slicing\.image_size=63 does not suit training\.model"):
             session.run(pipeline_names=["data_processing"])
     assert not (project_copy / "data/02_intermediate/cases").exists()
