@@ -49,9 +49,9 @@ def test_data_processing_with_an_image_size_the_model_cannot_take_stops_before_i
     release = project_copy / "release"
     write_tiny_case(release, 1)
     bootstrap_project(project_copy)
-    with KedroSession.create(project_path=project_copy,
-                             runtime_params={"data": {"root": str(release)}, "slicing": {"image_size": 63}}) as session:
-        with pytest.raises(IncompatibleImageSizeError, match=r"slicing\.image_size=63 does not suit training\.model"):
-            session.run(pipeline_names=["data_processing"])
+    params = {"data": {"root": str(release)}, "slicing": {"image_size": 63}}
+    with (KedroSession.create(project_path=project_copy, runtime_params=params) as session,
+          pytest.raises(IncompatibleImageSizeError, match=r"slicing\.image_size=63 does not suit training\.model")):
+        session.run(pipeline_names=["data_processing"])  # the hook in settings.HOOKS stops it
     assert not (project_copy / "data/02_intermediate/cases").exists()
     assert not list((project_copy / "data/03_primary").iterdir())
