@@ -35,9 +35,12 @@ def curves(records: list[dict], kind: str, key: str) -> dict[str, tuple[list[int
 
 
 def plot(series: dict[str, tuple[list[int], list[float]]], ylabel: str, path: Path, log: bool = False) -> None:
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for arm, (steps, values) in sorted(series.items()):
-        ax.plot(steps, values, marker="o", markersize=3, label=arm)
+    fig, ax = plt.subplots(figsize=(9, 5))
+    colours = plt.get_cmap("tab20").colors
+    for i, (arm, (steps, values)) in enumerate(sorted(series.items())):
+        # UNet arms dashed: the diffusion arms are what the curves compare, the UNet is the bar to reach
+        ax.plot(steps, values, marker="o", markersize=3, label=arm, color=colours[i % len(colours)],
+                linestyle="--" if "unet" in arm else "-")
     ax.set_xlabel("training step (batch 32)")
     ax.set_ylabel(ylabel)
     if log:

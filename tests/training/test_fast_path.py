@@ -79,9 +79,9 @@ def test_fused_adamw_makes_the_same_update():
         torch.testing.assert_close(fused, eager, rtol=1e-6, atol=1e-7)
 
 
-def _trainer(tmp_path, fast_path):
+def _trainer(tmp_path, fast_path, backend="aot_eager"):
     store, folds = build_tiny_slice_store(tmp_path / "slices")
-    config = resolve_run_config({**BASE, "run_name": "f", "fast_path": fast_path, "compile_backend": "aot_eager",
+    config = resolve_run_config({**BASE, "run_name": "f", "fast_path": fast_path, "compile_backend": backend,
                                  "max_steps": 4, "val_interval": 4, "augmentation": "none"},
                                 VARIANTS, image_channels=store.image_channels, image_size=store.image_size)
     rows, _ = training_rows(store, folds)
@@ -98,3 +98,9 @@ def test_the_fast_path_trains_the_same_weights_as_eager_and_saves_plain_checkpoi
     assert fast_result.best_metric == pytest.approx(eager_result.best_metric, abs=0.02)
     saved = load_checkpoint(fast.checkpoints.latest)["model"]
     assert not any(key.startswith("_orig_mod") for key in saved)
+
+
+def test_the_compile_backend_setting_reaches_torch_compile(tmp_path):
+    with pytest.raises(Exception, match="Invalid backend: 'no_such_backend'"):
+        _trainer(tmp_path, True, backend="no_such_backend")
+    _trainer(tmp_path / "eager", False, backend="no_such_backend")  # eager: the backend is never used
