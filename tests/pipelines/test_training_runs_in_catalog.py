@@ -64,7 +64,7 @@ def test_a_torchrun_run_is_evaluated_by_name_and_unknown_names_list_the_runs(pro
     assert "finished runs: ['via_torchrun']" in message and "best.pt" not in message
     assert "resume with training.resume=<name>): ['half_done']" in message
 
-    with pytest.raises(Exception, match=r"evaluation.run='../via_torchrun' is not a run name"):
+    with pytest.raises(Exception, match=r"evaluation.run='../via_torchrun' is not a valid run name"):
         run_kedro(processed, "evaluation",
                   {"data": {**DATA, "fold": 1}, "evaluation": {**EVALUATION, "run": "../via_torchrun"}})
 

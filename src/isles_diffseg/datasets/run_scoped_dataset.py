@@ -20,7 +20,8 @@ from typing import Any
 from kedro.io import AbstractDataset, DatasetError
 from kedro.io.core import parse_dataset_definition
 
-from isles_diffseg.datasets.training_run_dataset import check_run_name, latest_run
+from isles_diffseg.datasets.training_run_dataset import latest_run
+from isles_diffseg.training.run_config import check_run_name
 
 
 @dataclass

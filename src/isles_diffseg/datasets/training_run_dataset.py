@@ -16,7 +16,6 @@ Loading gives a :class:`TrainedRun`: the record, the run config, the history, an
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,18 +26,10 @@ import torch
 from kedro.io import AbstractDataset, DatasetError
 
 from isles_diffseg.evaluation.trained_model import TrainedModel, load_trained_model
-from isles_diffseg.training.run_config import RunConfig
+from isles_diffseg.training.run_config import RunConfig, check_run_name
 from isles_diffseg.training.trainer import TrainingResult
 
 RECORD = "training_run.json"
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def check_run_name(name: str, setting: str) -> str:
-    """A run name is one folder name: no separators or '..', so it cannot point outside the runs folder."""
-    if not isinstance(name, str) or not _RUN_NAME.match(name) or ".." in name:
-        raise ValueError(f"{setting}={name!r} is not a run name (letters, digits and . _ - only, no '/' or '..')")
-    return name
 
 
 def finished_runs(runs_dir: Path) -> dict[str, dict[str, Any]]:

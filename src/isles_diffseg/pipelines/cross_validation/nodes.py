@@ -25,6 +25,7 @@ from isles_diffseg.data.folds import roles_for_run
 from isles_diffseg.datasets.run_scoped_dataset import RunArtifact
 from isles_diffseg.evaluation.report import TABLE_METRICS, to_markdown
 from isles_diffseg.tracking import ModelRunLogger, flatten
+from isles_diffseg.training.run_config import check_run_name
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +33,7 @@ MODEL = "model"  # the per-fold run names differ; in the pooled tables the train
 
 
 def cv_name(cv: Mapping[str, Any], training: Mapping[str, Any]) -> str:
-    name = str(cv.get("name") or training["model"])
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
-        raise ValueError(f"cv.name={name!r} must be a folder name (letters, digits and . _ -)")
-    return name
+    return check_run_name(str(cv.get("name") or training["model"]), "cv.name")
 
 
 def fold_run_name(name: str, fold: int) -> str:
