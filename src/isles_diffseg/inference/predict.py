@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from isles_diffseg.diffusion import GaussianDiffusion, SampleResult, ddim_sample, ddpm_sample, sample_ensemble
+from isles_diffseg.models.kinds import DIFFUSION, DISCRIMINATIVE, segmentation_logits
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None, None: None}
 
@@ -54,11 +55,11 @@ def predict_probabilities(
     max_batch_size: int | None = None,
 ) -> Tensor:
     """Probabilities (N, B, 1, H, W): N ensemble members for a diffusion model, N = 1 for a UNet."""
-    if kind == "discriminative":
+    if kind == DISCRIMINATIVE:
         with torch.autocast(device_type=image.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(None, None, image)
+            logits = segmentation_logits(model, image)
         return torch.sigmoid(logits.float())[None]
-    if kind != "diffusion":
+    if kind != DIFFUSION:
         raise ValueError(f"kind must be 'diffusion' or 'discriminative', got {kind!r}")
     if diffusion is None or sampler is None:
         raise ValueError("diffusion models need a diffusion process and a sampler configuration")

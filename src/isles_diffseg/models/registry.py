@@ -12,21 +12,36 @@ from typing import Any
 
 from torch import nn
 
+from isles_diffseg.models.kinds import DIFFUSION, check_kind
+
 ModelBuilder = Callable[..., nn.Module]
 
 _BUILDERS: dict[str, ModelBuilder] = {}
+_KINDS: dict[str, str] = {}
+
+# Architectures that were removed, with what to do about a run or a variant file that still names one
+# (the generic "unknown architecture" would not say why a run that trained fine no longer loads).
+_RETIRED = {
+    "unet_baseline": "the hand-written residual UNet (architecture unet_baseline) was replaced by MONAI's DynUNet "
+                     "(architecture dynunet; the variants unet_baseline and unet_baseline_tiny_cpu keep their names). "
+                     "A run trained with the old network cannot load into the new one: retrain it with "
+                     "training.model=unet_baseline (or unet_baseline_tiny_cpu)",
+}
 
 # Keys a variant file may carry that are bookkeeping, not constructor arguments.
 _NON_ARGUMENT_KEYS = {"architecture", "name", "description"}
 
 
-def register_model(architecture: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Class/function decorator adding a builder under ``architecture``."""
+def register_model(architecture: str, kind: str = DIFFUSION) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Class/function decorator adding a builder under ``architecture``, of model ``kind``
+    (:mod:`isles_diffseg.models.kinds`: a diffusion denoiser or a segmentation network)."""
+    check_kind(kind)
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
         if architecture in _BUILDERS and _BUILDERS[architecture] is not builder:
             raise ValueError(f"architecture {architecture!r} is already registered")
         _BUILDERS[architecture] = builder
+        _KINDS[architecture] = kind
         return builder
 
     return decorator
@@ -34,6 +49,20 @@ def register_model(architecture: str) -> Callable[[ModelBuilder], ModelBuilder]:
 
 def known_architectures() -> list[str]:
     return sorted(_BUILDERS)
+
+
+def _unknown(architecture: Any) -> ValueError:
+    if architecture in _RETIRED:
+        return ValueError(f"model architecture {architecture!r} no longer exists: {_RETIRED[architecture]}")
+    return ValueError(f"unknown model architecture {architecture!r}; known: {', '.join(known_architectures())}")
+
+
+def architecture_kind(config: Mapping[str, Any]) -> str:
+    """``diffusion`` or ``discriminative`` for the architecture a model variant names."""
+    architecture = config.get("architecture")
+    if architecture not in _KINDS:
+        raise _unknown(architecture)
+    return _KINDS[architecture]
 
 
 def build_model(config: Mapping[str, Any], **overrides: Any) -> nn.Module:
@@ -45,9 +74,7 @@ def build_model(config: Mapping[str, Any], **overrides: Any) -> nn.Module:
         raise ValueError(f"model config has no 'architecture' key: {dict(config)}")
     architecture = config["architecture"]
     if architecture not in _BUILDERS:
-        raise ValueError(
-            f"unknown model architecture {architecture!r}; known: {', '.join(known_architectures())}"
-        )
+        raise _unknown(architecture)
     kwargs = {k: v for k, v in config.items() if k not in _NON_ARGUMENT_KEYS}
     kwargs.update(overrides)
     return _BUILDERS[architecture](**kwargs)
@@ -61,9 +88,7 @@ def size_multiple(config: Mapping[str, Any]) -> int:
     """
     builder = _BUILDERS.get(config.get("architecture", ""))
     if builder is None:
-        raise ValueError(
-            f"unknown model architecture {config.get('architecture')!r}; known: {', '.join(known_architectures())}"
-        )
+        raise _unknown(config.get("architecture"))
     rule = getattr(builder, "size_multiple", None)
     if rule is None:
         return 1

@@ -1,15 +1,19 @@
-"""Deterministic 2D residual UNet: the discriminative baseline next to the diffusion denoisers.
+"""The deterministic UNet baseline: MONAI's ``DynUNet`` (the nnU-Net-style network) in 2D.
 
-It shares the denoisers' call signature ``forward(x_t, t, image)`` so that one model interface serves
-every architecture, but it looks at the image only: ``x_t`` and ``t`` are ignored (and may be ``None``)
-and the output is segmentation LOGITS, not predicted noise. The training code recognises architecture
-``unet_baseline`` as discriminative and trains it with Dice + BCE on these logits, with no diffusion
-process; sampling is a single forward pass followed by a sigmoid.
+A segmentation network (kind ``discriminative``, see :mod:`isles_diffseg.models.kinds`): called
+``model(image)``, it returns segmentation LOGITS ``(B, output_channels, H, W)`` and is trained with
+Dice + BCE on them, with no diffusion process; prediction is one forward pass and a sigmoid.
 
-Layout (DynUNet-like): a residual block per level (the first at full resolution, the others entered
-by a stride-2 conv), transposed-conv upsampling, skip concatenation and a residual block per decoder
-level, and a 1x1 conv head. Normalisation is per-instance (GroupNorm with one group per channel,
-statistics in float32), activation LeakyReLU(0.01).
+Topology, as nnU-Net builds it for 2D: a residual block per level (the first at full resolution, the
+others entered by a stride-2 conv), transposed-conv x2 upsampling, skip concatenation and a conv block
+per decoder level, a 1x1 conv head; instance norm with affine parameters, LeakyReLU(0.01), MONAI's
+He-normal initialisation. The class *is* a ``monai.networks.nets.DynUNet`` (a subclass that only
+changes how it is called), so its state dict loads into a plain MONAI DynUNet and back.
+
+This replaced a hand-written residual UNet of the same layout (architecture ``unet_baseline``): measured
+on the 2-core CPU machine (16 x 2 x 64 x 64 batches, tiny filters 8-16-32, AdamW step) DynUNet took
+32 ms per training step against 34-48 ms for the hand-written one, with 30,297 vs 30,985 parameters
+(1,970,529 vs 2,013,985 for 32-64-128-256).
 """
 
 from __future__ import annotations
@@ -17,68 +21,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
+from monai.networks.nets import DynUNet
 
-from isles_diffseg.models.numerics import GroupNorm32
+from isles_diffseg.models.kinds import DISCRIMINATIVE
 from isles_diffseg.models.registry import register_model
 
 LEAKY_SLOPE = 0.01
 
 
-def instance_norm(channels: int) -> nn.Module:
-    """Per-sample, per-channel normalisation with affine parameters, bf16-safe."""
-    return GroupNorm32(channels, channels)
-
-
-class ResidualConvBlock(nn.Module):
-    """conv3x3(stride) -> norm -> LeakyReLU -> conv3x3 -> norm, plus a (projected) shortcut, LeakyReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-            instance_norm(out_channels),
-            nn.LeakyReLU(LEAKY_SLOPE),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            instance_norm(out_channels),
-        )
-        self.shortcut = (
-            nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                instance_norm(out_channels),
-            )
-            if in_channels != out_channels or stride != 1
-            else nn.Identity()
-        )
-        self.act = nn.LeakyReLU(LEAKY_SLOPE)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.body(x) + self.shortcut(x))
-
-
-class UpLevel(nn.Module):
-    """Transposed-conv x2 upsampling, concatenation with the encoder skip, residual block."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.upsample = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False)
-        self.block = ResidualConvBlock(2 * out_channels, out_channels)
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.block(torch.cat([self.upsample(x), skip], dim=1))
-
-
-@register_model("unet_baseline")
-class UNetBaseline(nn.Module):
-    """Residual 2D UNet returning logits ``(B, output_channels, H, W)`` from the image alone.
+@register_model("dynunet", kind=DISCRIMINATIVE)
+class UNetBaseline(DynUNet):
+    """2D DynUNet from the image alone.
 
     Args:
         image_channels: channels of the input image (modalities x slices; set by the data config).
         output_channels: logit channels.
-        filters: channels per level, finest first; ``len(filters) - 1`` stride-2 downsamplings.
+        filters: channels per level, finest first (at least 3 levels: MONAI's minimum); the first level is
+            at full resolution and each further one halves the size, so ``len(filters) - 1`` downsamplings.
+        kernel_size: convolution kernel of every level.
         image_size: only validated (must be divisible by ``2 ** (len(filters) - 1)``); any input whose
             sides are divisible by that factor is accepted.
     """
+
+    model_kind = DISCRIMINATIVE
 
     @staticmethod
     def size_multiple(filters: Sequence[int] = (32, 64, 128, 256)) -> int:
@@ -90,37 +55,52 @@ class UNetBaseline(nn.Module):
         image_channels: int = 2,
         output_channels: int = 1,
         filters: Sequence[int] = (32, 64, 128, 256),
+        kernel_size: int = 3,
         image_size: int | None = None,
     ):
-        super().__init__()
         filters = list(filters)
-        if not filters or any(not isinstance(f, int) or isinstance(f, bool) or f < 1 for f in filters):
+        if len(filters) < 3 or any(not isinstance(f, int) or isinstance(f, bool) or f < 1 for f in filters):
             raise ValueError(
-                f"UNetBaseline: filters must be a non-empty list of positive integers, got {filters!r}"
+                f"UNetBaseline: filters must be a list of at least 3 positive integers (DynUNet's minimum depth), "
+                f"got {filters!r}"
             )
         for name, value in (("image_channels", image_channels), ("output_channels", output_channels)):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"UNetBaseline: {name} must be a positive integer, got {value!r}")
-        self.input_multiple = multiple = self.size_multiple(filters)
+        multiple = self.size_multiple(filters)
         if image_size is not None and image_size % multiple:
             raise ValueError(
                 f"UNetBaseline: image_size {image_size} is not divisible by 2**(len(filters)-1) = "
                 f"{multiple} (filters={filters})"
             )
+        levels = len(filters)
+        super().__init__(
+            spatial_dims=2, in_channels=image_channels, out_channels=output_channels,
+            kernel_size=[kernel_size] * levels, strides=[1] + [2] * (levels - 1),
+            upsample_kernel_size=[2] * (levels - 1), filters=filters,
+            norm_name=("INSTANCE", {"affine": True}),
+            act_name=("LEAKYRELU", {"negative_slope": LEAKY_SLOPE, "inplace": True}),
+            res_block=True, deep_supervision=False,
+        )
+        self.input_multiple = multiple
         self.image_channels = image_channels
 
-        self.encoder = nn.ModuleList(
-            ResidualConvBlock(c_in, c_out, stride=1 if level == 0 else 2)
-            for level, (c_in, c_out) in enumerate(zip([image_channels, *filters[:-1]], filters, strict=True))
-        )
-        self.decoder = nn.ModuleList(
-            UpLevel(c_in, c_out) for c_in, c_out in zip(filters[:0:-1], filters[-2::-1], strict=True)
-        )
-        self.head = nn.Conv2d(filters[0], output_channels, 1)
+    def forward(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+        """``model(image)`` -> logits.
 
-    def forward(self, x_t: torch.Tensor | None, t: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
-        """``x_t`` and ``t`` are accepted for interface compatibility and ignored."""
-        del x_t, t
+        The diffusion-style call ``model(None, None, image)`` is still accepted, only with ``x_t`` and
+        ``t`` None, because ``training/trainer.py`` makes it until its discriminative branch calls
+        ``self.train_model(image)``; a real ``x_t`` or ``t`` means a caller mistook this network for a
+        denoiser and is refused.
+        """
+        if len(inputs) == 3 and inputs[0] is None and inputs[1] is None:
+            inputs = inputs[2:]
+        if len(inputs) != 1 or not isinstance(inputs[0], torch.Tensor):
+            raise TypeError(
+                "UNetBaseline is a segmentation network: call it as model(image), not as a diffusion denoiser "
+                f"model(x_t, t, image) (got {len(inputs)} arguments)"
+            )
+        image = inputs[0]
         if image.ndim != 4 or image.shape[1] != self.image_channels:
             raise ValueError(
                 f"UNetBaseline: image must have shape (B, {self.image_channels}, H, W), got {tuple(image.shape)}"
@@ -129,12 +109,4 @@ class UNetBaseline(nn.Module):
             raise ValueError(
                 f"UNetBaseline: image sides {tuple(image.shape[-2:])} must be divisible by {self.input_multiple}"
             )
-        skips = []
-        x = image
-        for block in self.encoder:
-            x = block(x)
-            skips.append(x)
-        skips.pop()  # the deepest level is the decoder's input, not a skip
-        for up_level in self.decoder:
-            x = up_level(x, skips.pop())
-        return self.head(x)
+        return super().forward(image)

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from isles_diffseg.config.variants import select_variant
-from isles_diffseg.models import check_image_size
+from isles_diffseg.models import architecture_kind, check_image_size
 
 # training.<key> -> variant group
 GROUP_OF_KEY = {
@@ -117,11 +117,14 @@ def resolve_run_config(
 
 
 def _check_compatible(model: Mapping[str, Any], loss: Mapping[str, Any]) -> None:
-    discriminative_model = model["architecture"] == "unet_baseline"
-    if discriminative_model != (loss["kind"] == "discriminative"):
+    """A model and its loss must be of one kind (:mod:`isles_diffseg.models.kinds`): the loss decides how the
+    trainer calls the model (``model(image)`` or through the diffusion process)."""
+    kind = architecture_kind(model)
+    if kind != loss["kind"]:
         raise ValueError(
-            f"model {model['name']!r} ({model['architecture']}) cannot be trained with loss {loss['name']!r} "
-            f"(kind {loss['kind']}): unet_baseline needs a discriminative loss (dice_bce), denoisers a diffusion loss"
+            f"model {model['name']!r} ({model['architecture']}, a {kind} model) cannot be trained with loss "
+            f"{loss['name']!r} (kind {loss['kind']}): unet_baseline needs a discriminative loss (dice_bce), "
+            "diffusion denoisers a diffusion loss"
         )
 
 
