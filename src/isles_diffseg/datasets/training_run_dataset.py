@@ -10,7 +10,10 @@ which run it) and the torchrun entry point ``python -m isles_diffseg.train``. ``
 therefore finds runs made either way.
 
 Loading gives a :class:`TrainedRun`: the record, the run config, the history, and the model built from
-``best.pt`` on a device (built once per device and dataset, however many nodes ask for it).
+``best.pt`` on a device (built once per device and dataset, however many nodes ask for it). When
+``predictions`` names a folder (``evaluation.predictions``), loading gives that folder instead, as
+:class:`~isles_diffseg.evaluation.external.ExternalPredictions` named ``method_name``: the evaluation
+pipeline then scores predictions made elsewhere in place of a run of ours.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pandas as pd
 import torch
 from kedro.io import AbstractDataset, DatasetError
 
+from isles_diffseg.evaluation.external import ExternalPredictions
 from isles_diffseg.evaluation.trained_model import TrainedModel, load_trained_model
 from isles_diffseg.training.run_config import RunConfig, check_run_name
 from isles_diffseg.training.trainer import TrainingResult
@@ -87,18 +91,29 @@ class TrainedRun:
         return self._models[key]
 
 
-class TrainingRunDataset(AbstractDataset[TrainingResult, TrainedRun]):
+class TrainingRunDataset(AbstractDataset[TrainingResult, TrainedRun | ExternalPredictions]):
     """``path``: the folder of run folders; ``run``: the run to load (a name), or null for the latest run
     saved through ``key`` (the catalog entry: ``training_run``, or ``unet_baseline`` for the demo's UNet).
 
     After a save, loads return the run just saved (what the next node of the same ``kedro run`` means),
-    whatever ``run`` says.
+    whatever ``run`` says. ``predictions`` (a folder) makes loads return the external predictions there,
+    named ``method_name`` (default: the folder's name), and is refused together with ``run``.
     """
 
     def __init__(self, path: str, run: str | None = None, key: str = "training_run",
+                 predictions: str | None = None, method_name: str | None = None,
                  metadata: dict[str, Any] | None = None):
         self._path, self._key = Path(path), key
         self._run = None if run in (None, "") else check_run_name(str(run), "evaluation.run")
+        self._external = None
+        if predictions not in (None, ""):
+            if self._run is not None:
+                raise DatasetError(f"evaluation.run={self._run!r} and evaluation.predictions={predictions!r} both name "
+                                   "what to evaluate; give one of them")
+            folder = Path(str(predictions)).expanduser()
+            name = check_run_name(str(method_name) if method_name not in (None, "") else folder.name,
+                                  "evaluation.method_name")
+            self._external = ExternalPredictions(name, folder)
         self._saved: str | None = None
         self._loaded: dict[str, TrainedRun] = {}
         self.metadata = metadata
@@ -119,7 +134,9 @@ class TrainingRunDataset(AbstractDataset[TrainingResult, TrainedRun]):
         unfinished = _unfinished_runs(self._path)
         return f"; interrupted or still running (resume with training.resume=<name>): {unfinished}" if unfinished else ""
 
-    def load(self) -> TrainedRun:
+    def load(self) -> TrainedRun | ExternalPredictions:
+        if self._external is not None and self._saved is None:
+            return self._external
         name = self.run_name()
         if name not in self._loaded:
             folder = self._path / name
@@ -150,6 +167,8 @@ class TrainingRunDataset(AbstractDataset[TrainingResult, TrainedRun]):
         self._loaded.pop(name, None)
 
     def _exists(self) -> bool:
+        if self._external is not None and self._saved is None:
+            return self._external.folder.is_dir()
         try:
             self.run_name()
         except DatasetError:
@@ -157,7 +176,8 @@ class TrainingRunDataset(AbstractDataset[TrainingResult, TrainedRun]):
         return True
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "run": self._run, "key": self._key}
+        return {"path": str(self._path), "run": self._run, "key": self._key,
+                "predictions": None if self._external is None else str(self._external.folder)}
 
 
 class RunFoldersDataset(AbstractDataset[None, list[str]]):

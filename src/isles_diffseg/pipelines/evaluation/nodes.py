@@ -1,4 +1,10 @@
-"""Evaluation nodes: threshold on the validation split, native-grid predictions, metrics, report."""
+"""Evaluation nodes: threshold on the validation split, native-grid predictions, metrics, report.
+
+What is evaluated is the ``training_run`` input: a :class:`TrainedRun` (our models: predicted here), or
+:class:`ExternalPredictions` when ``evaluation.predictions`` names a folder of predictions made elsewhere
+(nnU-Net, a submission). Both give the same native-grid ``<case>_{pred,prob,uncertainty}`` images, so
+scoring, the threshold rules, the report, ``comparison`` and the cross-validation report treat them alike.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,14 @@ from isles_diffseg.datasets.run_scoped_dataset import RunArtifact
 from isles_diffseg.datasets.training_run_dataset import TrainedRun
 from isles_diffseg.evaluation.baselines import threshold_rule_masks
 from isles_diffseg.evaluation.case_metrics import case_metrics
-from isles_diffseg.evaluation.native_grid import read_native_mask, to_native
+from isles_diffseg.evaluation.external import (
+    MASK,
+    PROBABILITY,
+    ExternalPredictions,
+    check_predictions,
+    read_prediction,
+)
+from isles_diffseg.evaluation.native_grid import NativePrediction, read_native_mask, to_native
 from isles_diffseg.evaluation.report import (
     dice_distribution_figure,
     markdown_report,
@@ -70,9 +83,55 @@ def _roles(folds: pd.DataFrame, data: dict[str, Any], trained: TrainedModel) -> 
     return roles
 
 
-def select_threshold(training_run: TrainedRun, store: SliceStore, folds: pd.DataFrame,
-                     evaluation: dict[str, Any], variants: dict[str, Any], data: dict[str, Any]) -> RunArtifact:
+def _external_threshold(predictions: ExternalPredictions, store: SliceStore, folds: pd.DataFrame,
+                        cases: CaseStore, evaluation: dict[str, Any], data: dict[str, Any]) -> RunArtifact:
+    """The threshold of external probability maps, chosen as for our models: fixed, or swept on the validation
+    fold's cases (their predictions must be in the folder too; Dice on the native grid, ours on the slice grid).
+    A folder of binary masks has nothing to threshold: its mode is recorded as ``masks`` and no validation
+    predictions are needed.
+
+    Every file of the evaluated (and, for a sweep, the validation) cases is checked here, before any work, so a
+    bad folder is refused with one message listing each bad file."""
+    roles = roles_for_run(folds, data)
+    spec = evaluation["threshold"]
+    metas = {m["case_id"]: m for m in cases.metas()}
+    evaluated = _cases(roles, store, evaluation.get("split", "test"))
+    if not evaluated:
+        raise ValueError(f"evaluation.split={evaluation.get('split', 'test')!r}: no such case in the slice store")
+    contents = check_predictions(predictions, evaluated, metas)
+    mode = spec["mode"] if PROBABILITY in contents.values() else "masks"
+    val_cases = _cases(roles, store, "val")[: spec.get("max_cases") or None] if mode == "sweep" else []
+    check_predictions(predictions, val_cases, metas, " (validation-fold predictions, for the threshold sweep on "
+                      "probability maps; or set evaluation.threshold.mode=fixed)")
+    selection: dict[str, Any] = {"run_name": predictions.name, "kind": predictions.kind, "step": None,
+                                 "predictions": str(predictions.folder), "split": split_record(roles),
+                                 "contents": {kind: sum(contents[c] == kind for c in evaluated)
+                                              for kind in sorted(set(contents.values()))},
+                                 "mode": mode, "threshold": float(spec.get("value", 0.5)), "sweep": []}
+    if mode == "sweep":
+        if not val_cases:
+            raise ValueError("evaluation.threshold.mode=sweep needs validation cases, and data.val_fold is none: "
+                             "set evaluation.threshold.mode=fixed (evaluation.threshold.value) or a validation fold")
+        probabilities, truth = {}, {}
+        for case_id in val_cases:
+            native = NativeGeometry.from_meta(metas[case_id])
+            probabilities[case_id] = read_prediction(predictions, case_id, native).probability
+            truth[case_id] = read_native_mask(metas[case_id]["mask_file"])[0]
+        sweep = sweep_thresholds(probabilities, truth, spec["candidates"])
+        selection.update(threshold=best_threshold(sweep), sweep=sweep.to_dict("records"), val_cases=val_cases)
+    elif spec["mode"] not in ("fixed", "sweep"):
+        raise ValueError(f"evaluation.threshold.mode must be 'fixed' or 'sweep', got {spec['mode']!r}")
+    logger.info("%s (predictions in %s: %s): threshold %.3f (%s)", predictions.name, predictions.folder,
+                selection["contents"], selection["threshold"], mode)
+    return RunArtifact(predictions.name, selection)
+
+
+def select_threshold(training_run: TrainedRun | ExternalPredictions, store: SliceStore, folds: pd.DataFrame,
+                     cases: CaseStore, evaluation: dict[str, Any], variants: dict[str, Any],
+                     data: dict[str, Any]) -> RunArtifact:
     """Fixed, or the best of a sweep on the validation fold's cases (the test fold is never looked at)."""
+    if isinstance(training_run, ExternalPredictions):
+        return _external_threshold(training_run, store, folds, cases, evaluation, data)
     trained, setup = _load(training_run, store, evaluation, variants)
     roles = _roles(folds, data, trained)
     spec = evaluation["threshold"]
@@ -96,8 +155,23 @@ def select_threshold(training_run: TrainedRun, store: SliceStore, folds: pd.Data
     return RunArtifact(training_run.name, selection)
 
 
-def predict_cases(training_run: TrainedRun, selection: dict[str, Any], store: SliceStore, folds: pd.DataFrame,
-                  cases: CaseStore, evaluation: dict[str, Any], variants: dict[str, Any],
+def _external_cases(predictions: ExternalPredictions, selection: dict[str, Any], store: SliceStore,
+                    folds: pd.DataFrame, cases: CaseStore, evaluation: dict[str, Any],
+                    data: dict[str, Any]) -> Iterator[RunArtifact]:
+    """The external files as our three native-grid images: a mask file is the mask (the threshold does not touch
+    it), a probability map is thresholded with the selected threshold; uncertainty is 0 (none was given)."""
+    metas = {m["case_id"]: m for m in cases.metas()}
+    threshold = float(selection["threshold"])
+    for case_id in _cases(roles_for_run(folds, data), store, evaluation.get("split", "test")):
+        native = NativeGeometry.from_meta(metas[case_id])
+        case = read_prediction(predictions, case_id, native)
+        mask = (case.probability > 0.5) if case.content == MASK else (case.probability >= threshold)
+        yield RunArtifact(predictions.name, NativePrediction(case_id, mask.astype(np.uint8), case.probability,
+                                                             np.zeros_like(case.probability), native.affine).images())
+
+
+def predict_cases(training_run: TrainedRun | ExternalPredictions, selection: dict[str, Any], store: SliceStore,
+                  folds: pd.DataFrame, cases: CaseStore, evaluation: dict[str, Any], variants: dict[str, Any],
                   data: dict[str, Any]) -> Iterator[RunArtifact]:
     """Mask, probability and uncertainty of every evaluated case on its native grid, one case at a time.
 
@@ -107,6 +181,9 @@ def predict_cases(training_run: TrainedRun, selection: dict[str, Any], store: Sl
     if selection["run_name"] != training_run.name:
         raise ValueError(f"threshold_selection belongs to run {selection['run_name']}, training_run is "
                          f"{training_run.name}; run select_threshold for this run first")
+    if isinstance(training_run, ExternalPredictions):
+        yield from _external_cases(training_run, selection, store, folds, cases, evaluation, data)
+        return
     trained, setup = _load(training_run, store, evaluation, variants)
     split_cases = _cases(_roles(folds, data, trained), store, evaluation.get("split", "test"))
     if not split_cases:
@@ -159,7 +236,9 @@ def build_report(case_table: pd.DataFrame, selection: dict[str, Any], prediction
     roots = sorted(set(evaluated["source_root"].dropna())) if "source_root" in evaluated else []
     summary_by_method = summarise_methods(case_table)
     table = metric_table(summary_by_method)
-    trained_sampling = "deterministic UNet" if selection.get("kind") == "discriminative" else None
+    trained_sampling = {"discriminative": "deterministic UNet",
+                        "external": f"external predictions from `{selection.get('predictions')}` "
+                                    f"({selection.get('contents')})"}.get(selection.get("kind"))
     details = {
         "n_cases": int(case_table["case_id"].nunique()), "split": evaluation.get("split", "test"),
         "fold": split.get("test_fold"), "val_fold": split.get("val_fold"), "n_folds": split.get("n_folds"),

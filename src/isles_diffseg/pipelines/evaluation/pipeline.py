@@ -11,8 +11,9 @@ from isles_diffseg.pipelines.evaluation.nodes import (
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(select_threshold, ["training_run", "slice_store", "case_folds", "params:evaluation", "params:variants",
-                                    "params:data"], "threshold_selection", name="select_threshold"),
+            Node(select_threshold, ["training_run", "slice_store", "case_folds", "preprocessed_cases",
+                                    "params:evaluation", "params:variants", "params:data"], "threshold_selection",
+                 name="select_threshold"),
             Node(predict_cases, ["training_run", "threshold_selection", "slice_store", "case_folds", "preprocessed_cases",
                                  "params:evaluation", "params:variants", "params:data"], "evaluation_predictions",
                  name="predict_cases"),
