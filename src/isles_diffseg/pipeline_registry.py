@@ -9,6 +9,7 @@ from isles_diffseg.pipelines import (
     cross_validation,
     evaluation,
     ingestion,
+    nnunet_export,
     slicing,
     splits,
     synthetic,
@@ -43,5 +44,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         # Every fold of case_folds: independent training + evaluation runs, then data/08_reporting/cv_<name>/.
         "cross_validation": cross_validation.create_pipeline(),
         "unet_baseline": unet_baseline,
+        # The ingested cases and our folds as an nnU-Net v2 raw dataset (Dataset<id>_<name>, splits_final.json).
+        "nnunet_export": nnunet_export.create_pipeline(),
         "__default__": demo,
     }

@@ -13,6 +13,7 @@ import pytest
 from isles_diffseg.pipeline_registry import register_pipelines
 
 PIPELINES = {"synthetic", "ingestion", "slicing", "splits", "data_processing", "training", "evaluation", "cross_validation",
+             "nnunet_export",
              "__default__"}
 
 
