@@ -105,7 +105,12 @@ def run_in_process(
     val_cases = select_validation_cases(val, config.recipe.get("val_max_cases"))
     logger.info("Training %s on %d slices of %d cases; validating on %d cases", config.run_name, len(rows),
                 folds["role"].eq("train").sum(), len(val_cases))
-    trainer = Trainer(config, store, rows, val_cases, output_dir / config.run_name, sink=sink or NullSink(),
+    sink = sink or NullSink()
+    if dist_ctx is None or dist_ctx.is_main:  # only the main rank sees validation results
+        from isles_diffseg.campaign.pruning import with_trial_pruning
+
+        sink = with_trial_pruning(sink)  # an Optuna trial of a campaign (environment) reports to its study
+    trainer = Trainer(config, store, rows, val_cases, output_dir / config.run_name, sink=sink,
                       dist_ctx=dist_ctx, resume_from=resume_from)
     return trainer.fit()
 

@@ -186,7 +186,7 @@ def across_folds(per_fold: pd.DataFrame) -> pd.DataFrame:
                                           ignore_index=True)
 
 
-def _mean_sd_table(summary: pd.DataFrame) -> pd.DataFrame:
+def mean_sd_table(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for record in summary.to_dict("records"):
         row = {"method": record["method"], "folds": record["n_folds"], "cases": record["n_cases"]}
@@ -253,12 +253,12 @@ def build_cv_report(launch: dict[str, Any], case_metrics: Mapping[str, Callable[
         + (f" (missing: {', '.join(map(str, missing))})" if missing else "") + ". "
         f"Each fold is the run `cv_{name}_fold<k>`, tested on fold k and validated on fold k+1; the threshold rules "
         "are scored on the same cases. Mean ± SD over the fold means:", "",
-        to_markdown(_mean_sd_table(summary)), "",
+        to_markdown(mean_sd_table(summary)), "",
         "3D Dice per fold (mean over the fold's cases):", "",
         to_markdown(fold_dice.round(3)), "",
         "![Dice per fold](figures/dice_by_fold.png) ![Volumes](figures/volumes_all_folds.png)", "",
     ])
-    logger.info("Cross-validation %s:\n%s", name, to_markdown(_mean_sd_table(summary)))
+    logger.info("Cross-validation %s:\n%s", name, to_markdown(mean_sd_table(summary)))
     result = {"name": name, "n_folds": n_folds, "folds_evaluated": present, "folds_missing": missing,
               "launched_now": launch["launched"], "methods": summary.to_dict("records")}
     _log_to_mlflow(summary, per_fold, figures, report)
