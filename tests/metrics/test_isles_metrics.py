@@ -250,3 +250,21 @@ def test_aggregate_rejects_empty_and_inconsistent_rows():
         aggregate_case_metrics([{"dice": 1.0}, {"hd95_mm": 1.0}])
     with pytest.raises(ValueError, match="neither numeric nor a string"):
         aggregate_case_metrics([{"dice": None}])
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+def test_3d_labels_are_scipy_s_exactly(connectivity):
+    """cc3d labels 3D masks; scipy.ndimage.label is the oracle: same components, same numbering (the numbering
+    decides ties in the greedy matching)."""
+    from scipy import ndimage
+
+    from isles_diffseg.metrics.isles import connectivity_structure, label_lesions
+
+    rng = np.random.default_rng(connectivity)
+    for _ in range(10):
+        field = ndimage.gaussian_filter(rng.random((30, 34, 12)), 1.2)
+        mask = field > np.quantile(field, rng.uniform(0.6, 0.98))
+        expected, n_expected = ndimage.label(mask, structure=connectivity_structure(3, connectivity))
+        labels, n = label_lesions(mask, connectivity)
+        assert n == n_expected
+        np.testing.assert_array_equal(labels, expected)

@@ -1,8 +1,9 @@
 """The ISLES'24 official per-case metrics, and their summary over a cohort of cases.
 
 The challenge scores each case with ``utils/eval_utils.py`` of ``ezequieldlrosa/isles24``, which calls
-the panoptica package. panoptica is not a dependency of this project; this module reimplements the
-same computation with ``scipy.ndimage``:
+the panoptica package. panoptica is not a dependency of this project (its version pins would downgrade
+numpy and pandas); this module reimplements the same computation with numpy and cc3d (connected
+components), and ``tests/metrics/test_isles_metrics_vs_panoptica.py`` checks it against panoptica:
 
 * **Dice**: one binary Dice over the whole 3D volume (panoptica ``global_bin_dsc``).
 * **Absolute volume difference (mL)**: ``|sum(gt) - sum(pred)| * prod(spacing_mm) / 1000``; the
@@ -45,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import cc3d
 import numpy as np
 from scipy import ndimage
 
@@ -70,8 +72,19 @@ def connectivity_structure(ndim: int, connectivity: int) -> np.ndarray:
 
 
 def label_lesions(mask: np.ndarray, connectivity: int = DEFAULT_CONNECTIVITY) -> tuple[np.ndarray, int]:
-    """Connected components of a bool mask: (label array with 0 = background, number of components)."""
-    labels, count = ndimage.label(mask, structure=connectivity_structure(mask.ndim, connectivity))
+    """Connected components of a bool mask: (label array with 0 = background, number of components).
+
+    3D masks are labelled by cc3d (connected-components-3d, the backend panoptica uses too): the very labels
+    ``scipy.ndimage.label`` gives (same numbering, checked in the tests), 10-30x faster on a 512x512x100
+    native grid (88 ms vs 2.7 s for a two-lesion mask, 2026-12-01, 2-core machine). 2D masks stay with scipy:
+    cc3d numbers 8-connected 2D components in another order, which would change tie-breaking in matching.
+    """
+    structure = connectivity_structure(mask.ndim, connectivity)  # validates connectivity for every path
+    if mask.ndim == 3:
+        labels, count = cc3d.connected_components(np.ascontiguousarray(mask, dtype=bool), connectivity=connectivity,
+                                                  return_N=True)
+        return labels, int(count)
+    labels, count = ndimage.label(mask, structure=structure)
     return labels, int(count)
 
 
