@@ -26,7 +26,8 @@ from isles_diffseg.pipelines.cross_validation.nodes import across_folds, fold_me
 
 logger = logging.getLogger(__name__)
 
-RULES = ("threshold_rule_tmax6", "threshold_rule_tmax6_rcbf30")
+RULE_LABELS = {"threshold_rule_tmax6": "Tmax > 6 s (rule)", "threshold_rule_tmax6_rcbf30": "Tmax > 6 s and rCBF < 30 % (rule)"}
+RULES = tuple(RULE_LABELS)
 FIGURE_METRICS = (("dice", "3D Dice"), ("abs_volume_diff_ml", "AVD (mL)"), ("lesion_f1", "lesion F1"))
 
 
@@ -103,7 +104,7 @@ def build_report(manifest: Mapping[str, Any], configurations: Sequence[Mapping[s
     name = manifest["name"]
     out = reporting_dir / f"campaign_{name}"
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    labels = {c["key"]: c["label"] for c in configurations}
+    labels = {**RULE_LABELS, **{c["key"]: c["label"] for c in configurations}}
     pooled = pooled_case_metrics(runs, reporting_dir)
     evaluated = sorted(set(pooled["run_name"])) if not pooled.empty else []
     missing = [r["run_name"] for r in runs if r["run_name"] not in evaluated]
@@ -123,7 +124,7 @@ def build_report(manifest: Mapping[str, Any], configurations: Sequence[Mapping[s
         summary.insert(1, "label", [labels.get(m, m) for m in summary["method"]])
         summary_records = summary.to_dict("records")
         table = mean_sd_table(summary.drop(columns="label"))
-        table.insert(1, "configuration", [labels.get(m, "Tmax rule (same test cases)") for m in table["method"]])
+        table.insert(1, "configuration", [labels.get(m, m) for m in table["method"]])
         figures["metric_by_configuration.png"] = metric_figure(per_fold, order, labels)
         lines += [
             f"Runs evaluated: {len(evaluated)} of {len(runs)}" + (f" (not evaluated: {', '.join(missing)})"
@@ -152,6 +153,11 @@ def build_report(manifest: Mapping[str, Any], configurations: Sequence[Mapping[s
                   *[f"![{f}](figures/{f})" for f in optuna_figures], "", *[f"- {n}" for n in notes], ""]
     for file, figure in figures.items():
         figure.savefig(out / "figures" / file, dpi=110)
+    if study is not None:
+        import matplotlib.pyplot as plt
+
+        for file in optuna_figures:  # Optuna draws through pyplot, which keeps its figures until closed
+            plt.close(figures[file])
     report = "\n".join(lines)
     (out / "campaign_report.md").write_text(report)
     result = {"name": name, "kind": manifest["kind"], "runs": len(runs), "runs_evaluated": evaluated,
