@@ -180,3 +180,19 @@ def test_float32_header_rounding_of_the_affine_is_the_same_grid(tmp_path):
     image = nib.Nifti1Image(np.zeros(GRID.shape, np.uint8), affine.astype(np.float32))  # what a float32 header keeps
     nib.save(image, str(tmp_path / "a.nii.gz"))
     assert read_prediction(ExternalPredictions("x", tmp_path), "a", grid).content == MASK
+
+
+def test_the_training_run_entry_gives_the_folder_under_its_method_name(tmp_path):
+    from kedro.io import DatasetError
+
+    from isles_diffseg.datasets import TrainingRunDataset
+
+    folder = tmp_path / "nnunet_out"
+    folder.mkdir()
+    runs = str(tmp_path / "runs")  # no run there: loading must not look for one
+    assert TrainingRunDataset(runs, predictions=str(folder)).load() == ExternalPredictions("nnunet_out", folder)
+    assert TrainingRunDataset(runs, predictions=str(folder), method_name="nnunet_2d").load().name == "nnunet_2d"
+    with pytest.raises(DatasetError, match="both name what to evaluate; give one of them"):
+        TrainingRunDataset(runs, run="r", predictions=str(folder))
+    with pytest.raises(ValueError, match=r"evaluation.method_name='a/b' is not a valid run name"):
+        TrainingRunDataset(runs, predictions=str(folder), method_name="a/b")
