@@ -77,7 +77,11 @@ def unet_configuration(project: Project, shared: dict[str, str], index: int) -> 
     from isles_diffseg.training.run_config import GROUP_OF_KEY
 
     unet = project.params.get("unet_baseline", {}).get("training", {})
-    params = {f"training.{k}": str(unet[k]) for k in GROUP_OF_KEY if unet.get(k)}
+    if not unet.get("model"):
+        raise ValueError("--with-unet: the project's parameters have no unet_baseline.training.model")
+    run_keys = {"seed", "device", "num_gpus", "resume", "run_name", "output_dir"}  # the campaign's, not the UNet's
+    params = {f"training.{k}": str(v) for k, v in unet.items()
+              if v is not None and k not in run_keys and not isinstance(v, (dict, list))}
     params.update({k: v for k, v in shared.items() if k.removeprefix("training.") not in GROUP_OF_KEY})
     return Configuration(index, params, {"model": str(unet.get("model"))})
 
@@ -228,6 +232,10 @@ def optuna_campaign(project: Project, space_path: str, n_trials: int, resources:
         raise ValueError("an Optuna study optimises the validation Dice: it needs a validation fold (--val-fold)")
     folder = project.campaign_dir(name)
     storage = storage or f"sqlite:///{(folder / 'optuna.db').as_posix()}"
+    if storage.startswith("sqlite") and resources.executor == "slurm" and workers > 1:
+        logger.warning("%d workers on several nodes share a sqlite file (%s): sqlite's locking is unreliable on "
+                       "network file systems; give --storage an RDB URL (postgresql://..., mysql://...)",
+                       workers, storage)
     settings = StudySettings(name, storage, space, n_trials, fold, val, str(project.path), str(folder),
                              env=project.env, gpus=resources.gpus, nodes=resources.nodes)
     if dry_run:

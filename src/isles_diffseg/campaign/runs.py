@@ -16,11 +16,13 @@ rendezvous at the first node of the allocation (from the SLURM environment, thro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,10 +133,12 @@ class FoldRun(submitit.helpers.Checkpointable):
         self.spec = spec
         self.attempts: list[dict[str, Any]] = []  # one entry per start, carried over requeues
         self._process: subprocess.Popen | None = None
+        self._watcher: threading.Thread | None = None
+        self._signalled = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_process"] = None  # a process does not travel with the requeued job
+        state["_process"] = state["_watcher"] = None  # a process does not travel with the requeued job
         return state
 
     # ---- submitit protocol ----------------------------------------------------------------------
@@ -204,28 +208,36 @@ class FoldRun(submitit.helpers.Checkpointable):
     def _run(self, command: list[str], env: dict[str, str]) -> None:
         logger.info("Run %s: %s", self.spec.run_name, " ".join(command))
         # Its own session, so an interruption reaches every process under it (torchrun ranks too).
-        self._process = subprocess.Popen(command, cwd=self.spec.project_dir, env=env, start_new_session=True)
-        returncode = self._process.wait()
-        self._process = None
-        if returncode != 0:
-            raise RuntimeError(f"run {self.spec.run_name}: `{' '.join(command)}` failed with exit code {returncode}")
+        process = subprocess.Popen(command, cwd=self.spec.project_dir, env=env, start_new_session=True)
+        # A thread reaps the child; this thread only sleeps. The scheduler's signal handler runs on this thread
+        # and waits for the child (checkpoint()): had this thread been inside Popen.wait(), which holds the
+        # Popen's wait lock, that nested wait could never reap it.
+        watcher = threading.Thread(target=process.wait, daemon=True)
+        watcher.start()
+        self._process, self._watcher, self._signalled = process, watcher, False
+        while watcher.is_alive():
+            time.sleep(0.2)
+        self._process = self._watcher = None
+        if process.returncode != 0:
+            raise RuntimeError(f"run {self.spec.run_name}: `{' '.join(command)}` failed with exit code "
+                               f"{process.returncode}")
 
     def interrupt(self, wait: bool = False, grace_s: float = 600.0) -> None:
-        """SIGINT to the child's process group (the trainer saves ``latest.pt`` and stops); SIGKILL after
-        ``grace_s`` if it has not exited by then."""
-        process = self._process
-        if process is None or process.poll() is not None:
+        """SIGINT, once, to the child's process group (the trainer saves ``latest.pt`` and stops; a second
+        SIGINT could cut that save short); with ``wait``, SIGKILL after ``grace_s`` if it has not exited."""
+        process, watcher = self._process, self._watcher
+        if process is None or watcher is None or not watcher.is_alive():
             return
-        try:
-            os.killpg(process.pid, signal.SIGINT)
-        except ProcessLookupError:
-            return
+        if not self._signalled:
+            self._signalled = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGINT)
         if wait:
-            try:
-                process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            watcher.join(grace_s)
+            if watcher.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                watcher.join()
 
 
 def _checkpoint_step(path: Path) -> int | None:
