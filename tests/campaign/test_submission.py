@@ -76,13 +76,13 @@ def test_multi_node_torchrun_rendezvous_comes_from_the_slurm_environment(monkeyp
         monkeypatch.setenv(key, value)
     job_env = submitit.JobEnvironment()
     spec = RunSpec("/p", "x_c00_fold0", {"training.loss": "mse_loss_only", "data.fold": 0}, nodes=2, gpus=2)
-    command = torchrun_command(spec, "new", job_env)
+    command = torchrun_command(spec, job_env)
     assert command[1:3] == ["-m", "torch.distributed.run"]
     assert {"--nnodes=2", "--nproc_per_node=2", "--node_rank=1", "--rdzv_backend=c10d",
             "--rdzv_endpoint=gpu07:29500", "--rdzv_id=4242"} <= set(command)
     assert command[command.index("-m", 3) + 1] == "isles_diffseg.train"
-    assert "training.run_name=x_c00_fold0" in command[-1] and "training.resume" not in command[-1]
-    assert "training.resume=x_c00_fold0" in torchrun_command(spec, "resumable", job_env)[-1]
+    # every attempt the same: the run continues from its latest.pt when it has one (training.resume=auto)
+    assert "training.run_name=x_c00_fold0,training.resume=auto" in command[-1]
     # the first node evaluates once training is done
     assert kedro_command(spec, "finished")[4:6] == ["--pipelines", "evaluation"]
 
@@ -92,9 +92,10 @@ def test_run_commands_train_resume_or_only_evaluate():
     new = kedro_command(spec, "new")
     assert new[2:6] == ["kedro", "run", "--pipelines", "training,evaluation"] and new[-2:] == ["--env", "isles24"]
     assert new[new.index("--params") + 1] == ("training.loss=mse_loss_only,data.fold=0,training.run_name=x_c00_fold0,"
-                                              "evaluation.run=x_c00_fold0,training.num_gpus=4")
-    assert "training.resume=x_c00_fold0" in kedro_command(spec, "resumable")[7]
-    assert kedro_command(spec, "finished")[5] == "evaluation"
+                                              "training.resume=auto,evaluation.run=x_c00_fold0,training.num_gpus=4")
+    assert kedro_command(spec, "resumable") == new  # same parameters: MLflow's logged params cannot change
+    finished = kedro_command(spec, "finished")
+    assert finished[5] == "evaluation" and finished[7] == new[7]
 
 
 def test_dry_run_prints_the_array_and_every_run_without_submitting(capsys, tmp_path):

@@ -123,7 +123,7 @@ class _SlurmPlaceholders:
 def run_commands(spec: RunSpec) -> list[str]:
     if spec.nodes == 1:
         return [" ".join(kedro_command(spec, "new"))]
-    return [f"{spec.run_name}, every node: " + " ".join(torchrun_command(spec, "new", _SlurmPlaceholders)),
+    return [f"{spec.run_name}, every node: " + " ".join(torchrun_command(spec, _SlurmPlaceholders)),
             f"{spec.run_name}, then the first node: " + " ".join(kedro_command(spec, "finished"))]
 
 

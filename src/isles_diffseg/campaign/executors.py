@@ -130,16 +130,19 @@ def submit(executor: Any, resources: Resources, jobs: Sequence[Callable[[], Any]
                 on_submit(index, job)
         return submitted
     submitted: list[Any] = []
-    running: list[Any] = []
+    running: dict[int, Any] = {}  # slot -> job; slot k uses GPUs k*gpus .. (k+1)*gpus-1 of this machine
     for index, job in enumerate(jobs):
         while len(running) >= resources.parallel:
-            running = [j for j in running if not j.done()]
+            running = {slot: j for slot, j in running.items() if not j.done()}
             time.sleep(0.5)
+        slot = min(set(range(resources.parallel)) - set(running))
+        if resources.gpus:  # parallel local jobs on different GPUs, not all on the first ones
+            executor.update_parameters(visible_gpus=tuple(range(slot * resources.gpus, (slot + 1) * resources.gpus)))
         handle = executor.submit(job)
         if on_submit:
             on_submit(index, handle)
         submitted.append(handle)
-        running.append(handle)
+        running[slot] = handle
     for handle in submitted:
         handle.wait()
     return submitted

@@ -31,6 +31,7 @@ from typing import Any
 import submitit
 
 from isles_diffseg.tracking import RUN_TAG
+from isles_diffseg.training.launch import AUTO_RESUME
 
 logger = logging.getLogger(__name__)
 
@@ -87,22 +88,20 @@ def run_state(spec: RunSpec) -> tuple[str, Path]:
 
 def kedro_command(spec: RunSpec, state: str) -> list[str]:
     """``kedro run`` of this run: training and evaluation, resuming, or evaluation only once training finished."""
-    overrides = {**spec.params, "training.run_name": spec.run_name, "evaluation.run": spec.run_name,
-                 "training.num_gpus": max(spec.gpus, 1)}
-    if state == "resumable":
-        overrides["training.resume"] = spec.run_name
+    # resume=auto in every attempt: the parameters (which kedro-mlflow logs into the run's one MLflow run, where
+    # they are immutable) stay the same whether an attempt starts the run or continues it from latest.pt
+    overrides = {**spec.params, "training.run_name": spec.run_name, "training.resume": AUTO_RESUME,
+                 "evaluation.run": spec.run_name, "training.num_gpus": max(spec.gpus, 1)}
     pipelines = "evaluation" if state == "finished" or spec.nodes > 1 else "training,evaluation"
     command = [sys.executable, "-m", "kedro", "run", "--pipelines", pipelines, "--params", dotlist(overrides)]
     return command + (["--env", spec.env] if spec.env else [])
 
 
-def torchrun_command(spec: RunSpec, state: str, job_env: Any) -> list[str]:
+def torchrun_command(spec: RunSpec, job_env: Any) -> list[str]:
     """One node's share of a multi-node DDP training: torchrun with a c10d rendezvous at the first node.
 
     ``job_env`` is submitit's :class:`JobEnvironment` (SLURM_JOB_ID, SLURM_JOB_NODELIST, SLURM_NODEID)."""
-    overrides = {**spec.params, "training.run_name": spec.run_name}
-    if state == "resumable":
-        overrides["training.resume"] = spec.run_name
+    overrides = {**spec.params, "training.run_name": spec.run_name, "training.resume": AUTO_RESUME}
     command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={spec.nodes}",
                f"--nproc_per_node={max(spec.gpus, 1)}", f"--node_rank={job_env.node}", "--rdzv_backend=c10d",
                f"--rdzv_endpoint={job_env.hostnames[0]}:{spec.rdzv_port}", f"--rdzv_id={job_env.job_id}",
@@ -189,7 +188,7 @@ class FoldRun(submitit.helpers.Checkpointable):
             is_first = job_env is None or job_env.global_rank == 0
             model_run = _model_mlflow_run(spec) if is_first else None
             train_env = {**env, **({"MLFLOW_RUN_ID": model_run} if model_run else {})}
-            self._run(torchrun_command(spec, state, job_env), train_env)
+            self._run(torchrun_command(spec, job_env), train_env)
             if not is_first:
                 return {"run_name": spec.run_name, "node": job_env.node, "attempts": self.attempts}
             state = "finished"

@@ -23,7 +23,7 @@ from isles_diffseg.tracking import ModelRunLogger, flatten, model_run_id
 from isles_diffseg.training.checkpoints import load_checkpoint
 from isles_diffseg.training.distributed import DistContext
 from isles_diffseg.training.mlflow_sink import MlflowSink
-from isles_diffseg.training.run_config import RunConfig, resolve_run_config
+from isles_diffseg.training.run_config import RunConfig, check_run_name, resolve_run_config
 from isles_diffseg.training.trainer import MetricSink, NullSink, Trainer, TrainingResult
 from isles_diffseg.training.validation import select_validation_cases
 
@@ -59,6 +59,9 @@ def training_rows(store: SliceStore, folds: pd.DataFrame) -> tuple:
     return rows, val
 
 
+AUTO_RESUME = "auto"  # training.resume=auto: continue training.run_name if it has a latest.pt, else start it
+
+
 def find_resume_checkpoint(resume: str, output_dir: Path) -> Path:
     """``training.resume``: a checkpoint file, a run folder, or a run name under ``output_dir``."""
     candidate = Path(resume)
@@ -73,8 +76,16 @@ def prepare_run(store: SliceStore, training: Mapping[str, Any], variants: Mappin
     """The run's config (new, or the resumed checkpoint's); ``split`` (folds and cases of each role, see
     :func:`isles_diffseg.data.folds.split_record`) is recorded in it as ``extra.split``."""
     output_dir = runs_dir(training)
-    if training.get("resume"):
-        checkpoint = find_resume_checkpoint(str(training["resume"]), output_dir)
+    resume = training.get("resume")
+    if resume == AUTO_RESUME:
+        # The same parameters start a run and continue it after an interruption (campaign jobs that are
+        # requeued): MLflow keeps a run's parameters immutable, so the value must not change between attempts.
+        if not training.get("run_name"):
+            raise ValueError(f"training.resume={AUTO_RESUME} continues training.run_name: set training.run_name")
+        latest = output_dir / check_run_name(training["run_name"]) / "checkpoints" / "latest.pt"
+        resume = str(latest) if latest.is_file() else None
+    if resume:
+        checkpoint = find_resume_checkpoint(str(resume), output_dir)
         config = RunConfig.from_dict(load_checkpoint(checkpoint)["config"])
         if training.get("max_steps"):
             config.recipe["max_steps"] = int(training["max_steps"])  # extending a run is allowed
