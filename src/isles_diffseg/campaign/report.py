@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,16 +85,16 @@ def optuna_section(study: Any, run_of_trial: Mapping[int, str]) -> tuple[pd.Data
     table = pd.DataFrame(rows)
     figures, notes = {}, []
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    if complete:
-        axes = optuna_plots.plot_optimization_history(study)
-        figures["optuna_history.png"] = axes.figure
-    else:
-        notes.append("no trial has completed yet: no optimisation history")
-    try:
-        axes = optuna_plots.plot_param_importances(study)
-        figures["optuna_importances.png"] = axes.figure
-    except (RuntimeError, ValueError, ZeroDivisionError) as exc:  # too few trials, or no parameter varied
-        notes.append(f"parameter importances not computable yet ({exc})")
+    with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental; they are what we want
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if complete:
+            figures["optuna_history.png"] = optuna_plots.plot_optimization_history(study).figure
+        else:
+            notes.append("no trial has completed yet: no optimisation history")
+        try:
+            figures["optuna_importances.png"] = optuna_plots.plot_param_importances(study).figure
+        except (RuntimeError, ValueError, ZeroDivisionError) as exc:  # too few trials, or no parameter varied
+            notes.append(f"parameter importances not computable yet ({exc})")
     return table, figures, notes
 
 
@@ -149,7 +150,7 @@ def build_report(manifest: Mapping[str, Any], configurations: Sequence[Mapping[s
                   "Objective: best validation 3D Dice (`val_dice_3d`, validation fold; never the test fold), "
                   "maximised; pruned at validation steps." + (
                       f" Best: trial {best.number}, {best.value:.4f}, {best.params}." if best else ""), "",
-                  to_markdown(trials.round(4).fillna("")) if not trials.empty else "(no trial yet)", "",
+                  to_markdown(trials.round(4).astype(object).where(trials.notna(), "")) if not trials.empty else "(no trial yet)", "",
                   *[f"![{f}](figures/{f})" for f in optuna_figures], "", *[f"- {n}" for n in notes], ""]
     for file, figure in figures.items():
         figure.savefig(out / "figures" / file, dpi=110)
