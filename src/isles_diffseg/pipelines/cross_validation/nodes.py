@@ -162,6 +162,24 @@ def _fold_tables(name: str, case_metrics: Mapping[str, Callable[[], pd.DataFrame
     return pd.concat(tables, ignore_index=True)
 
 
+def compared_tables(names: Any, case_metrics: Mapping[str, Callable[[], pd.DataFrame]]) -> pd.DataFrame:
+    """The model rows of other cross-validations (``cv.compare``: names joined by '+'), each method named by its
+    cross-validation: e.g. nnU-Net predictions scored fold by fold as ``cv_nnunet2d_fold<k>`` with
+    ``evaluation.predictions`` appear as ``nnunet2d`` beside ``model``. Their threshold-rule rows are dropped:
+    the rules are already in the table, scored on the same cases when the folds are the same."""
+    tables = []
+    for other in [n for n in str(names or "").split("+") if n]:
+        check_run_name(f"cv_{other}", "cv.compare")
+        try:
+            table = _fold_tables(other, case_metrics)
+        except ValueError as exc:
+            raise ValueError(f"cv.compare names {other!r}, which has no evaluated fold: {exc}") from exc
+        table = table[table["method"] == MODEL].copy()
+        table["method"] = other
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
 def fold_metrics(pooled: pd.DataFrame) -> pd.DataFrame:
     """One row per (fold, method): the mean of every metric over the fold's cases (NaN HD95 excluded)."""
     columns = [c for c, _, _ in TABLE_METRICS]
@@ -235,11 +253,15 @@ def volume_figure(pooled: pd.DataFrame) -> Figure:
 
 
 def build_cv_report(launch: dict[str, Any], case_metrics: Mapping[str, Callable[[], pd.DataFrame]],
-                    data: dict[str, Any]) -> tuple:
+                    data: dict[str, Any], cv: dict[str, Any] | None = None) -> tuple:
     """Per-fold and mean ± SD metrics of the model and the threshold rules (same cases), the pooled per-case
-    table and figures, from every fold of ``cv_<name>`` evaluated so far; logged to this run in MLflow."""
+    table and figures, from every fold of ``cv_<name>`` evaluated so far, with the cross-validations that
+    ``cv.compare`` names beside them; logged to this run in MLflow."""
     name, n_folds = launch["name"], int(data["n_folds"])
     pooled = _fold_tables(name, case_metrics)
+    compared = compared_tables((cv or {}).get("compare"), case_metrics)
+    if len(compared):
+        pooled = pd.concat([pooled, compared[compared["fold"].isin(pooled["fold"].unique())]], ignore_index=True)
     per_fold = fold_metrics(pooled)
     summary = across_folds(per_fold)
     present = sorted(int(k) for k in pooled["fold"].unique())

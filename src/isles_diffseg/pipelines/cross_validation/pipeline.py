@@ -8,7 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(train_and_evaluate_folds, ["case_folds", "run_folders", "params:data", "params:training",
                                             "params:cv"], "cv_launch", name="train_and_evaluate_folds"),
-            Node(build_cv_report, ["cv_launch", "saved_case_metrics", "params:data"],
+            Node(build_cv_report, ["cv_launch", "saved_case_metrics", "params:data", "params:cv"],
                  ["cv_summary", "cv_fold_metrics", "cv_case_metrics", "cv_report", "cv_figures"],
                  name="build_cv_report"),
         ],
