@@ -148,3 +148,17 @@ def test_report_of_a_study_has_trials_history_and_importances(tmp_path):
     for figure in ("optuna_history.png", "optuna_importances.png"):
         assert (tmp_path / "campaign_s/figures" / figure).stat().st_size > 0
     assert "Best: trial 3, 0.6000" in (tmp_path / "campaign_s/campaign_report.md").read_text()
+
+
+def test_workers_can_tell_the_grid_samplers_last_point(tmp_path):
+    from isles_diffseg.campaign.study import _tell
+
+    space = load_space(write_space(tmp_path, {**SPACE, "sampler": {"type": "grid"}, "params": {
+        "training.optimizer": {"type": "categorical", "choices": ["adamw_1e4lr_wd00", "adamw_5e5lr_wd00"]}}}))
+    study = optuna.create_study(direction="maximize", sampler=build_sampler(space))
+    for value in (0.1, 0.2):  # the second tell exhausts the grid: GridSampler calls Study.stop()
+        trial = study.ask()
+        space.suggest(trial)
+        _tell(study, trial, value)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert {t.params["training.optimizer"] for t in study.trials} == {"adamw_1e4lr_wd00", "adamw_5e5lr_wd00"}

@@ -134,7 +134,7 @@ class StudyWorker(submitit.helpers.Checkpointable):
             result = self._run.execute(job_env)
         except RuntimeError as exc:
             state = optuna.trial.TrialState.PRUNED if marker.is_file() else optuna.trial.TrialState.FAIL
-            study.tell(trial, state=state)
+            _tell(study, trial, state=state)
             if mlflow_run:
                 tracker.client.set_tag(mlflow_run, "isles_diffseg_optuna_state", state.name)
                 tracker.client.update_run(mlflow_run, name=run_name)
@@ -148,7 +148,19 @@ class StudyWorker(submitit.helpers.Checkpointable):
         value = record.get("best_metric")
         if value is None:
             raise RuntimeError(f"run {run_name} has no {METRIC}: an Optuna study needs a validation fold")
-        study.tell(trial, float(value))
+        _tell(study, trial, float(value))
         if mlflow_run:
             tracker.client.set_tag(mlflow_run, "isles_diffseg_optuna_state", "COMPLETE")
         return {"trial": trial.number, "run_name": run_name, "state": "COMPLETE", "value": float(value)}
+
+
+def _tell(study: Any, trial: Any, *args: Any, **kwargs: Any) -> None:
+    """``study.tell``, for the grid sampler too: after its last point it calls ``Study.stop()``, which Optuna only
+    allows inside ``optimize()`` and refuses with a RuntimeError under ask/tell. The trial's state is stored
+    all the same (Optuna writes it in a ``finally``), and workers stop by counting trials, so that refusal is
+    dropped here and every other error raised."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
