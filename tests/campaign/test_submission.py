@@ -122,3 +122,12 @@ def test_unknown_variant_names_are_refused_with_the_known_ones():
     with pytest.raises(UnknownVariantError, match="Known loss variants"):
         main(["grid", "--name", "bad", "--params", "training.loss=mse_typo|mse_loss_only", "--project-dir",
               str(PROJECT), "--dry-run"])
+
+
+def test_resume_auto_needs_the_run_name_it_continues(tmp_path):
+    from isles_diffseg.training.launch import prepare_run
+
+    with pytest.raises(ValueError, match="training.run_name"):
+        prepare_run(None, {"resume": "auto", "run_name": None, "output_dir": str(tmp_path)}, {})
+    with pytest.raises(ValueError, match="run name"):
+        prepare_run(None, {"resume": "auto", "run_name": "../elsewhere", "output_dir": str(tmp_path)}, {})
