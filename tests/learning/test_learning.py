@@ -3,8 +3,9 @@
 The task (bright noisy discs at 32 px, a distractor blob in the second channel) is far easier than
 stroke lesions; what these tests catch is a recipe that stops learning at all, as the 256-px GPU
 recipe did before its output convolution was zero-initialised. Thresholds were set from measurement
-(2-core CPU, 2026-12-01): the diffusion recipe reached validation 3D Dice 0.83 at 150 steps (the
-reference He init: 0.14 at 200), the UNet 0.93 at 200 steps.
+(2-core CPU, 2026-12-01): the diffusion recipe with the isles24 loss (``mse_x0_aux1_t2``) reached
+validation 3D Dice 0.90 at 150 steps (``mse_x0_aux1``: 0.83; the reference He init: 0.14 at 200), the
+UNet (MONAI DynUNet) 0.82-0.94 at 200 steps over 4 seeds.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ RECIPE = {"optimizer": "adamw_1e3lr_wd1e4", "scheduler": "warmup_cosine_10pct", 
           "recipe": "train_test_tiny", "device": "cpu", "seed": 0, "batch_size": 16, "ema_rate": 0.9,
           "val_max_cases": 2, "log_interval": 50}
 # the loss and diffusion process of the GPU recipe (conf/isles24), on the tiny CPU MedSegDiff
-DIFFUSION = {"model": "medsegdiff_tiny_cpu", "loss": "mse_x0_aux1", "diffusion": "ddim10_x0"}
+DIFFUSION = {"model": "medsegdiff_tiny_cpu", "loss": "mse_x0_aux1_t2", "diffusion": "ddim10_x0"}
 UNET = {"model": "unet_baseline_tiny_cpu", "loss": "dice_bce", "diffusion": "ddim10"}
 
 
@@ -54,5 +55,6 @@ def test_reference_he_init_does_not_learn_them_in_150_steps(discs, tmp_path):
     assert final_val_dice(discs, tmp_path, DIFFUSION, steps=150, init="he") < 0.4
 
 
-def test_unet_baseline_learns_discs_in_100_steps(discs, tmp_path):
-    assert final_val_dice(discs, tmp_path, UNET, steps=100) >= 0.7
+def test_unet_baseline_learns_discs_in_200_steps(discs, tmp_path):
+    # DynUNet (MONAI), 4 seeds: Dice 0.61-0.85 at 100 steps, 0.82-0.94 at 200: 200 keeps a margin
+    assert final_val_dice(discs, tmp_path, UNET, steps=200) >= 0.7

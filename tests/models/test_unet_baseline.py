@@ -94,15 +94,14 @@ def test_state_dict_is_plain_monai_dynunet():
         torch.testing.assert_close(model(image), plain(image))
 
 
-def test_the_legacy_denoiser_call_gives_the_same_logits_and_real_noise_is_refused():
-    """``model(None, None, image)`` is what training/trainer.py still calls; anything passing an actual
-    x_t or t has mistaken the network for a denoiser."""
+def test_a_denoiser_style_call_is_refused():
+    """Only ``model(image)``: a caller passing (x_t, t, image) has mistaken the network for a denoiser."""
     model = tiny_model().eval()
     image = torch.randn(2, 2, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(model(None, None, image), model(image))
     with pytest.raises(TypeError, match=r"call it as model\(image\)"):
         model(torch.randn(2, 1, 64, 64), torch.tensor([3, 700]), image)
+    with pytest.raises(TypeError, match=r"call it as model\(image\)"):
+        model(None, None, image)
     with pytest.raises(TypeError, match=r"call it as model\(image\)"):
         model(image, image)
 

@@ -197,3 +197,13 @@ def test_the_trainer_draws_timesteps_from_the_loss_variant(tiny, tmp_path, monke
             trainer.train_step()
     means = {p: torch.cat([t for q, t in drawn if q == p]).float().mean().item() for p in (1.0, 4.0)}
     assert means[1.0] == pytest.approx(499.5, abs=40) and means[4.0] == pytest.approx(800, abs=25)
+
+
+def test_a_validation_announces_its_cost_before_it_starts(tiny, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="isles_diffseg.training.trainer"):
+        _trainer(tiny, tmp_path, max_steps=3, val_interval=3).fit()
+    started = [r.getMessage() for r in caplog.records if "validating on" in r.getMessage()]
+    assert started == ["Step 3: validating on 1 cases (ddim ddim10, 1 member(s) per slice; val_max_cases, "
+                       "val_members and the diffusion variant's respacing set the cost)"]

@@ -86,15 +86,8 @@ class UNetBaseline(DynUNet):
         self.image_channels = image_channels
 
     def forward(self, *inputs: torch.Tensor | None) -> torch.Tensor:
-        """``model(image)`` -> logits.
-
-        The diffusion-style call ``model(None, None, image)`` is still accepted, only with ``x_t`` and
-        ``t`` None, because ``training/trainer.py`` makes it until its discriminative branch calls
-        ``self.train_model(image)``; a real ``x_t`` or ``t`` means a caller mistook this network for a
-        denoiser and is refused.
-        """
-        if len(inputs) == 3 and inputs[0] is None and inputs[1] is None:
-            inputs = inputs[2:]
+        """``model(image)`` -> logits. A diffusion-style call ``model(x_t, t, image)`` means a caller
+        mistook this network for a denoiser and is refused."""
         if len(inputs) != 1 or not isinstance(inputs[0], torch.Tensor):
             raise TypeError(
                 "UNetBaseline is a segmentation network: call it as model(image), not as a diffusion denoiser "

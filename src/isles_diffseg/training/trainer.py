@@ -25,6 +25,7 @@ from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.diffusion import mask_to_signal
 from isles_diffseg.inference.predict import AMP_DTYPES, SamplerConfig, build_diffusion
 from isles_diffseg.models import build_model
+from isles_diffseg.models.kinds import segmentation_logits
 from isles_diffseg.runtime import fast_path_enabled, resolve_device
 from isles_diffseg.training.augmentation import build_augmentation
 from isles_diffseg.training.batches import ResidentSlices, SliceBatchSampler, load_batch
@@ -226,7 +227,7 @@ class Trainer:
                 terms = self.diffusion.training_terms(self.train_model, mask_to_signal(mask), image, t=t,
                                                       generator=self.noise_generator)
                 return self.loss_fn(terms, mask, self.diffusion, self.step)
-            return self.loss_fn(self.train_model(None, None, image), mask)
+            return self.loss_fn(segmentation_logits(self.train_model, image), mask)
 
     def train_step(self) -> dict[str, torch.Tensor | float] | None:
         """One optimizer step (over ``grad_accumulation`` micro-batches); None if it was skipped.
@@ -280,6 +281,11 @@ class Trainer:
         recipe = self.config.recipe
         model = self.ema.model if recipe.get("evaluate_with_ema", True) else self.model
         mine = self.val_cases[self.dist.rank :: self.dist.world_size]
+        if self.dist.is_main:  # a CPU validation can take minutes: say what is running before it starts
+            sampling = (f"{self.sampler_config.sampler} {self.sampler_config.respacing}, "
+                        f"{recipe.get('val_members', 1)} member(s)" if self.sampler_config else "one forward pass")
+            logger.info("Step %d: validating on %d cases (%s per slice; val_max_cases, val_members and the "
+                        "diffusion variant's respacing set the cost)", self.step, len(self.val_cases), sampling)
         result = validate(
             model, self.store, mine, kind=self.config.kind, diffusion=self.diffusion,
             sampler=self.sampler_config, device=self.device, batch_size=int(recipe.get("val_batch_size", 64)),
