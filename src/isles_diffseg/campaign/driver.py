@@ -27,7 +27,7 @@ from isles_diffseg.campaign.grid import (
     run_name,
 )
 from isles_diffseg.campaign.report import build_report
-from isles_diffseg.campaign.runs import FoldRun, RunSpec, dotlist, kedro_command, torchrun_command
+from isles_diffseg.campaign.runs import FoldRun, RunSpec, kedro_command, torchrun_command
 from isles_diffseg.campaign.space import grid_size, load_space
 from isles_diffseg.campaign.study import StudySettings, StudyWorker, load_study, trial_run_name
 from isles_diffseg.campaign.tracking import CampaignTracker, mlflow_settings
@@ -296,4 +296,4 @@ def report(project: Project, name: str) -> dict[str, Any]:
                         run_of_trial=run_of_trial)
 
 
-__all__ = ["Project", "dotlist", "grid_campaign", "optuna_campaign", "report"]
+__all__ = ["Project", "grid_campaign", "optuna_campaign", "report"]

@@ -14,7 +14,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,3 @@ def outcome(job: Any) -> dict[str, Any]:
         errors = re.findall(r"^\w*(?:Error|Exception|Pruned)\b.*$", str(exc), flags=re.MULTILINE)
         return {"job_id": job.job_id, "state": "FAILED", "error": (errors[-1] if errors else str(exc))[:500],
                 "log": str(job.paths.stdout)}
-
-
-def describe(resources: Resources) -> dict[str, Any]:
-    return asdict(resources)
