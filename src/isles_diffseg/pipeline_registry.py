@@ -29,6 +29,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         namespace="unet_baseline",
         inputs=shared,
         parameters={"params:variants", "params:evaluation", "params:data"},
+        # its summary leaves the namespace under a plain name: the comparison node outside it would
+        # otherwise read a dotted name, which Kedro reserves for namespaces (and warns about)
+        outputs={"evaluation_summary": "unet_baseline_evaluation_summary"},
     )
     demo = (synthetic.create_pipeline() + demo_data + training.create_pipeline() + evaluation.create_pipeline()
             + unet_baseline + comparison.create_demo_comparison())

@@ -15,7 +15,7 @@ def create_pipeline(**kwargs) -> Pipeline:
 def create_demo_comparison() -> Pipeline:
     """The demo chain's last step: its diffusion run vs the UNet baseline vs the threshold rules."""
     return Pipeline(
-        [Node(compare_runs, ["evaluation_summary", "unet_baseline.evaluation_summary"],
+        [Node(compare_runs, ["evaluation_summary", "unet_baseline_evaluation_summary"],
               ["run_comparison", "run_comparison_report"], name="compare_demo_runs")],
         tags=["comparison"],
     )
