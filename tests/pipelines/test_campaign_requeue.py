@@ -20,8 +20,11 @@ from isles_diffseg.campaign.tracking import CampaignTracker
 
 pytestmark = pytest.mark.slow
 
-PARAMS = {"training.recipe": "train_test_tiny", "training.max_steps": 30, "training.checkpoint_interval": 2,
-          "training.val_interval": 15, "evaluation.members": 1, "evaluation.threshold.mode": "fixed",
+# Long enough that the signal, sent as soon as the first checkpoint exists, lands during training also on a
+# quiet machine (30 steps finished before it in CI, and the second attempt only evaluated)
+STEPS = 300
+PARAMS = {"training.recipe": "train_test_tiny", "training.max_steps": STEPS, "training.checkpoint_interval": 2,
+          "training.val_interval": STEPS // 2, "evaluation.members": 1, "evaluation.threshold.mode": "fixed",
           "data.n_folds": 3, "data.seed": 1, "data.fold": 0, "data.val_fold": None}
 
 
@@ -66,14 +69,14 @@ def test_preempted_run_requeues_and_resumes_to_the_uninterrupted_result(project_
 
     first, second = result["attempts"]
     assert first["state"] == "new" and first["ended"] == "requeued"
-    assert second["state"] == "resumable" and 2 <= second["resume_step"] < 30 and second["ended"] == "finished"
+    assert second["state"] == "resumable" and 2 <= second["resume_step"] < STEPS and second["ended"] == "finished"
     assert "Requeued job" in (job.stdout() or "") + (job.stderr() or "")
 
     reference = FoldRun(spec("rq_reference")).execute()
     assert [a["state"] for a in reference["attempts"]] == ["new"]
 
     runs = project / "data/06_models"
-    assert torch.load(runs / "rq_interrupted/checkpoints/latest.pt", weights_only=False)["step"] == 30
+    assert torch.load(runs / "rq_interrupted/checkpoints/latest.pt", weights_only=False)["step"] == STEPS
     for file in ("latest.pt", "best.pt"):
         resumed = torch.load(runs / "rq_interrupted/checkpoints" / file, weights_only=False)
         plain = torch.load(runs / "rq_reference/checkpoints" / file, weights_only=False)
@@ -93,6 +96,6 @@ def test_preempted_run_requeues_and_resumes_to_the_uninterrupted_result(project_
                                     filter_string="tags.isles_diffseg_run_name = 'rq_interrupted'")
     assert len(model_runs) == 1 and model_runs[0].info.status == "FINISHED"
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(model_runs[0].info.run_id, "train_loss")]
-    assert len(steps) == len(set(steps)) and max(steps) == 30  # the resumed attempt did not log a step again
+    assert len(steps) == len(set(steps)) and max(steps) == STEPS  # the resumed attempt did not log a step again
     campaign_run = mlflow.get_run(model_runs[0].data.tags["mlflow.parentRunId"])
     assert campaign_run.info.run_name == "rq_interrupted" and campaign_run.info.status == "FINISHED"
