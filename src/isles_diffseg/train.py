@@ -29,10 +29,10 @@ import pandas as pd
 from isles_diffseg.data.folds import roles_for_run, split_record
 from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.datasets.training_run_dataset import TrainingRunDataset
+from isles_diffseg.runtime import resolve_device
 from isles_diffseg.training.distributed import init_from_environment
 from isles_diffseg.training.launch import TrainingInterrupted, prepare_run, run_in_process
 from isles_diffseg.training.run_config import RunConfig
-from isles_diffseg.training.trainer import resolve_device
 
 logger = logging.getLogger("isles_diffseg.train")
 

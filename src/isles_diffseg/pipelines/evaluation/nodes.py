@@ -46,8 +46,8 @@ from isles_diffseg.evaluation.settings import EvaluationSetup, resolve_setup
 from isles_diffseg.evaluation.threshold_selection import best_threshold, sweep_thresholds
 from isles_diffseg.evaluation.trained_model import TrainedModel, check_compatible, check_split
 from isles_diffseg.inference.case_prediction import CasePrediction, predict_case
+from isles_diffseg.runtime import resolve_device
 from isles_diffseg.tracking import ModelRunLogger, model_run_id
-from isles_diffseg.training.trainer import resolve_device
 
 logger = logging.getLogger(__name__)
 
