@@ -30,6 +30,7 @@ from typing import Any
 
 import submitit
 
+from isles_diffseg.config.params_text import params_text
 from isles_diffseg.tracking import RUN_TAG
 from isles_diffseg.training.launch import AUTO_RESUME
 
@@ -53,27 +54,13 @@ class RunSpec:
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. MLFLOW_TRACKING_URI, the Optuna trial
 
 
-def dotlist(params: dict[str, Any]) -> str:
-    """``--params`` text; Kedro splits it on commas, so a value cannot hold one."""
-    def text(value: Any) -> str:
-        if value is None:
-            return "null"
-        if isinstance(value, bool):
-            return str(value).lower()
-        if isinstance(value, (list, tuple, dict)) or "," in str(value):
-            raise ValueError(f"--params cannot carry {value!r}; set it in a conf/<env> file")
-        return str(value)
-
-    return ",".join(f"{key}={text(value)}" for key, value in params.items())
-
-
 def run_state(spec: RunSpec) -> tuple[str, Path]:
     """``evaluated`` (its case metrics exist), ``finished`` (training's record written), ``resumable``
     (``latest.pt`` exists) or ``new``; and the run folder."""
     from isles_diffseg.train import load_project_config, parse_params
 
     project = Path(spec.project_dir)
-    params, catalog = load_project_config(project / "conf", spec.env, parse_params(dotlist(spec.params)))
+    params, catalog = load_project_config(project / "conf", spec.env, parse_params(params_text(spec.params)))
     runs, reports = Path(params["training"]["output_dir"]), Path(catalog["saved_case_metrics"]["path"])
     run_dir = (runs if runs.is_absolute() else project / runs) / spec.run_name
     evaluated = (reports if reports.is_absolute() else project / reports) / spec.run_name / "case_metrics.csv"
@@ -93,7 +80,7 @@ def kedro_command(spec: RunSpec, state: str) -> list[str]:
     overrides = {**spec.params, "training.run_name": spec.run_name, "training.resume": AUTO_RESUME,
                  "evaluation.run": spec.run_name, "training.num_gpus": max(spec.gpus, 1)}
     pipelines = "evaluation" if state == "finished" or spec.nodes > 1 else "training,evaluation"
-    command = [sys.executable, "-m", "kedro", "run", "--pipelines", pipelines, "--params", dotlist(overrides)]
+    command = [sys.executable, "-m", "kedro", "run", "--pipelines", pipelines, "--params", params_text(overrides)]
     return command + (["--env", spec.env] if spec.env else [])
 
 
@@ -105,7 +92,7 @@ def torchrun_command(spec: RunSpec, job_env: Any) -> list[str]:
     command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={spec.nodes}",
                f"--nproc_per_node={max(spec.gpus, 1)}", f"--node_rank={job_env.node}", "--rdzv_backend=c10d",
                f"--rdzv_endpoint={job_env.hostnames[0]}:{spec.rdzv_port}", f"--rdzv_id={job_env.job_id}",
-               "-m", "isles_diffseg.train", "--params", dotlist(overrides)]
+               "-m", "isles_diffseg.train", "--params", params_text(overrides)]
     return command + (["--env", spec.env] if spec.env else [])
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from isles_diffseg.config.params_text import params_text
 from isles_diffseg.data.folds import roles_for_run
 from isles_diffseg.datasets.run_scoped_dataset import RunArtifact
 from isles_diffseg.evaluation.report import TABLE_METRICS, to_markdown
@@ -57,26 +58,13 @@ def selected_folds(setting: Any, n_folds: int) -> list[int]:
     return folds
 
 
-def _dotlist(params: Mapping[str, Any]) -> str:
-    def text(value: Any) -> str:
-        if value is None:
-            return "null"
-        if isinstance(value, bool):
-            return str(value).lower()
-        if isinstance(value, (list, tuple, dict)) or "," in str(value):
-            raise ValueError(f"--params cannot carry {value!r}; set it in a conf/<env> file for cross-validation")
-        return str(value)
-
-    return ",".join(f"{key}={text(value)}" for key, value in params.items())
-
-
 def fold_command(cv: Mapping[str, Any], fold: int, run_name: str) -> list[str]:
     """``kedro run --pipelines training,evaluation`` for one fold, with this run's env and ``--params``."""
     inherited = {k: v for k, v in flatten(dict(cv.get("runtime_params") or {})).items() if not k.startswith("cv.")}
     overrides = {"data.fold": fold, "data.val_fold": cv.get("val_fold"), "training.run_name": run_name,
                  "training.resume": None, "evaluation.run": run_name}
     command = [sys.executable, "-m", "kedro", "run", "--pipelines", "training,evaluation",
-               "--params", _dotlist({**inherited, **overrides})]
+               "--params", params_text({**inherited, **overrides})]
     if cv.get("env"):
         command += ["--env", str(cv["env"])]
     return command
