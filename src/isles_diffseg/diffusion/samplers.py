@@ -3,7 +3,9 @@
 Both run without an autograd graph, batched, and return a :class:`SampleResult` whose ``sample`` is the
 final x_0 in signal space ([-1, 1] when ``clip_x0``; map it with ``signal_to_probability``). The model is
 called under ``torch.autocast`` when ``amp_dtype`` is given; the diffusion update always runs in float32.
-The caller chooses the model's train/eval mode.
+The caller chooses the model's train/eval mode. The noise comes from ``generator`` in batch order unless the
+caller gives the initial ``noise`` and a ``step_noise`` function (per-sample keyed noise, so that a sample
+does not depend on its batch: ``isles_diffseg.inference.keyed_noise``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from isles_diffseg.diffusion.gaussian import DiffusionModel, GaussianDiffusion, 
 from isles_diffseg.diffusion.respace import RespacingSpec
 
 AMP_DTYPES = (torch.bfloat16, torch.float16)
+
+# (loop position, shape) -> the noise of that step; lets a caller key the noise to each sample (see
+# inference/keyed_noise.py) instead of drawing it for the batch from one generator
+StepNoise = Callable[[int, tuple[int, ...]], Tensor]
 
 # (chain, x_t, x0 estimate, eps estimate, step indices, noise or None) -> x_{t-1}
 ReverseStep = Callable[[GaussianDiffusion, Tensor, Tensor, Tensor, Tensor, Tensor | None], Tensor]
@@ -54,6 +60,7 @@ def ddim_sample(
     amp_dtype: torch.dtype | None = None,
     snapshots: int = 0,
     mask_channels: int = 1,
+    step_noise: StepNoise | None = None,
 ) -> SampleResult:
     """DDIM sampling (Song et al. 2021) over ``diffusion.respaced(respacing)``; eta=0 is deterministic."""
     if eta < 0:
@@ -76,6 +83,7 @@ def ddim_sample(
         amp_dtype=amp_dtype,
         snapshots=snapshots,
         mask_channels=mask_channels,
+        step_noise=step_noise,
     )
 
 
@@ -92,6 +100,7 @@ def ddpm_sample(
     amp_dtype: torch.dtype | None = None,
     snapshots: int = 0,
     mask_channels: int = 1,
+    step_noise: StepNoise | None = None,
 ) -> SampleResult:
     """Ancestral sampling with the (respaced) chain's own posterior; ``respacing=None`` uses all T steps."""
 
@@ -112,6 +121,7 @@ def ddpm_sample(
         amp_dtype=amp_dtype,
         snapshots=snapshots,
         mask_channels=mask_channels,
+        step_noise=step_noise,
     )
 
 
@@ -139,6 +149,7 @@ def _run_chain(
     amp_dtype: torch.dtype | None,
     snapshots: int,
     mask_channels: int,
+    step_noise: StepNoise | None = None,
 ) -> SampleResult:
     if image.ndim < 3:
         raise ValueError(f"image must be (B, C, *spatial), got shape {tuple(image.shape)}")
@@ -173,10 +184,12 @@ def _run_chain(
             labels.append(int(chain.timestep_map[index]))
             states.append(x)
             estimates.append(x0)
-        step_noise = None
         if needs_noise and index > 0:
-            step_noise = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
-        x = step(chain, x, x0, eps, t, step_noise)
+            z = (torch.randn(shape, generator=generator, device=device, dtype=torch.float32) if step_noise is None
+                 else step_noise(position, shape))
+        else:
+            z = None
+        x = step(chain, x, x0, eps, t, z)
 
     if not recorded:
         return SampleResult(sample=x)

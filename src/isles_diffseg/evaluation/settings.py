@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ import torch
 from isles_diffseg.config.variants import select_variant
 from isles_diffseg.diffusion import GaussianDiffusion
 from isles_diffseg.evaluation.trained_model import TrainedModel
+from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
 from isles_diffseg.inference.predict import AMP_DTYPES, SamplerConfig, build_diffusion
 
 
@@ -26,6 +28,8 @@ class EvaluationSetup:
     uncertainty: str
     batch_size: int
     seed: int
+    fast_path: SamplingFastPath = field(default_factory=SamplingFastPath)
+    prefetch_cases: int = 0
 
 
 def resolve_setup(evaluation: Mapping[str, Any], trained: TrainedModel, variants: Mapping[str, Any],
@@ -52,4 +56,15 @@ def resolve_setup(evaluation: Mapping[str, Any], trained: TrainedModel, variants
         members=1 if discriminative else int(evaluation.get("members", 5)),
         fusion=str(evaluation.get("fusion", "mean")), uncertainty=str(evaluation.get("uncertainty", "variance")),
         batch_size=int(evaluation.get("batch_size", 64)), seed=int(evaluation.get("seed", 0)),
+        fast_path=SamplingFastPath.from_settings(evaluation, device),
+        prefetch_cases=int(evaluation.get("prefetch_cases", 2)),
     )
+
+
+def scoring_workers(setting: int | str | None, cases: int, cpus: int | None = None) -> int:
+    """Processes that score cases: ``auto`` = min(cases, CPUs), an integer as given (1 = in this process)."""
+    if setting in (None, "auto"):
+        return max(1, min(cases, cpus or os.cpu_count() or 1))
+    if isinstance(setting, bool) or not str(setting).isdigit() or int(setting) < 1:
+        raise ValueError(f"evaluation.scoring_workers must be auto or an integer >= 1, got {setting!r}")
+    return int(setting)

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
-import torch
 
 from isles_diffseg.data.case_store import CaseStore
 from isles_diffseg.data.folds import roles_for_run, split_record
@@ -23,8 +23,8 @@ from isles_diffseg.data.orientation import NativeGeometry
 from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.datasets.run_scoped_dataset import RunArtifact
 from isles_diffseg.datasets.training_run_dataset import TrainedRun
-from isles_diffseg.evaluation.baselines import threshold_rule_masks
-from isles_diffseg.evaluation.case_metrics import case_metrics
+from isles_diffseg.evaluation.case_scoring import ScoringTask
+from isles_diffseg.evaluation.case_scoring import score_cases as score_case_tasks
 from isles_diffseg.evaluation.external import (
     MASK,
     PROBABILITY,
@@ -42,10 +42,12 @@ from isles_diffseg.evaluation.report import (
     to_markdown,
     volume_figure,
 )
-from isles_diffseg.evaluation.settings import EvaluationSetup, resolve_setup
+from isles_diffseg.evaluation.settings import EvaluationSetup, resolve_setup, scoring_workers
 from isles_diffseg.evaluation.threshold_selection import best_threshold, sweep_thresholds
 from isles_diffseg.evaluation.trained_model import TrainedModel, check_compatible, check_split
-from isles_diffseg.inference.case_prediction import CasePrediction, predict_case
+from isles_diffseg.inference.background import in_background
+from isles_diffseg.inference.case_prediction import CasePrediction
+from isles_diffseg.inference.case_prediction import predict_cases as predict_cases_batched
 from isles_diffseg.runtime import resolve_device
 from isles_diffseg.tracking import ModelRunLogger, model_run_id
 
@@ -61,12 +63,24 @@ def _load(training_run: TrainedRun, store: SliceStore, evaluation: dict[str, Any
     return trained, resolve_setup(evaluation, trained, variants, device)
 
 
-def _predict(trained: TrainedModel, setup: EvaluationSetup, store: SliceStore, case_id: str) -> CasePrediction:
-    generator = torch.Generator(setup.device).manual_seed(setup.seed)
-    return predict_case(trained.model, store, case_id, kind=trained.kind, diffusion=setup.diffusion,
-                        sampler=setup.sampler, device=setup.device, members=setup.members, fusion=setup.fusion,
-                        uncertainty_kind=setup.uncertainty, batch_size=setup.batch_size, amp_dtype=setup.amp_dtype,
-                        generator=generator)
+def _predict(trained: TrainedModel, setup: EvaluationSetup, store: SliceStore,
+             case_ids: list[str]) -> Iterator[CasePrediction]:
+    """The cases' predictions in order, batched across cases, made in a worker thread ``prefetch_cases``
+    cases ahead (the fast path compiled on first use: :mod:`isles_diffseg.inference.compiled_denoiser`)."""
+    model = setup.fast_path.wrap(trained.model, setup.batch_size)
+    return in_background(lambda: predict_cases_batched(
+        model, store, case_ids, kind=trained.kind, diffusion=setup.diffusion, sampler=setup.sampler,
+        device=setup.device, members=setup.members, fusion=setup.fusion, uncertainty_kind=setup.uncertainty,
+        batch_size=setup.batch_size, amp_dtype=setup.amp_dtype, seed=setup.seed), setup.prefetch_cases)
+
+
+def _speed_note(setup: EvaluationSetup) -> str:
+    fast = setup.fast_path
+    compiled = (f"fast path: torch.compile mode {fast.compile_mode}, backend {fast.compile_backend}"
+                f"{', channels_last' if fast.channels_last else ''} (the first batch compiles)"
+                if fast.enabled else "eager (evaluation.fast_path)")
+    return (f"{setup.members} member(s), batches of {setup.batch_size} samples across cases, {compiled}, "
+            f"{setup.prefetch_cases} case(s) predicted ahead of the write-back")
 
 
 def _cases(roles: pd.DataFrame, store: SliceStore, role: str) -> list[str]:
@@ -144,7 +158,7 @@ def select_threshold(training_run: TrainedRun | ExternalPredictions, store: Slic
         if not val_cases:
             raise ValueError("evaluation.threshold.mode=sweep needs validation cases, and data.val_fold is none: "
                              "set evaluation.threshold.mode=fixed (evaluation.threshold.value) or a validation fold")
-        probabilities = {c: _predict(trained, setup, store, c).probability for c in val_cases}
+        probabilities = {p.case_id: p.probability for p in _predict(trained, setup, store, val_cases)}
         truth = {c: store.masks(store.case_rows(c)) for c in val_cases}
         sweep = sweep_thresholds(probabilities, truth, spec["candidates"])
         selection.update(threshold=best_threshold(sweep), sweep=sweep.to_dict("records"), val_cases=val_cases,
@@ -189,37 +203,40 @@ def predict_cases(training_run: TrainedRun | ExternalPredictions, selection: dic
     if not split_cases:
         raise ValueError(f"evaluation.split={evaluation.get('split', 'test')!r}: no such case in the slice store")
     metas = {m["case_id"]: m for m in cases.metas()}
-    for case_id in split_cases:
-        started = time.perf_counter()
-        prediction = _predict(trained, setup, store, case_id)
+    logger.info("Predicting %d cases: %s", len(split_cases), _speed_note(setup))
+    started = time.perf_counter()
+    for prediction in _predict(trained, setup, store, split_cases):
+        case_id = prediction.case_id
         native = NativeGeometry.from_meta(metas[case_id])
         images = to_native(case_id, prediction.probability, prediction.uncertainty, store.geometry(case_id), native,
                            float(selection["threshold"])).images()
+        # cases are predicted in batches across cases and ahead of the write-back: the time is since the last case
         logger.info("Predicted %s in %.1f s", case_id, time.perf_counter() - started)
         yield RunArtifact(training_run.name, images)
+        started = time.perf_counter()
 
 
 def score_cases(predictions: dict[str, Callable[[], Any]], selection: dict[str, Any], cases: CaseStore,
                 folds: pd.DataFrame, evaluation: dict[str, Any]) -> RunArtifact:
     """Per-case metrics of the model and of the threshold rules, all on the native grids; ``fold`` is the
-    case's fold number (pooling cross-validation folds keeps it)."""
+    case's fold number (pooling cross-validation folds keeps it). Cases are scored in
+    ``evaluation.scoring_workers`` processes (:mod:`isles_diffseg.evaluation.case_scoring`)."""
     metas = {m["case_id"]: m for m in cases.metas()}
     fold_of = dict(zip(folds["case_id"], folds["fold"].astype(int), strict=True))
-    rows = []
+    baselines = evaluation.get("baselines", {})
+    rules = baselines if baselines.get("threshold_rules", True) else None
+    tasks = []
     for key in sorted(k for k in predictions if k.endswith("_pred")):
         case_id = key[: -len("_pred")]
-        meta = metas[case_id]
-        gt, spacing = read_native_mask(meta["mask_file"])
-        native = NativeGeometry.from_meta(meta)
-        pred = np.asarray(predictions[key]().dataobj, dtype=np.uint8)
-        methods = {selection["run_name"]: pred}
-        if evaluation.get("baselines", {}).get("threshold_rules", True):
-            brain = native.to_native(cases.brain(case_id))
-            methods.update(threshold_rule_masks(meta, brain, spacing, evaluation.get("baselines", {})))
-        fold = fold_of.get(case_id)
-        for method, mask in methods.items():
-            rows.append({"method": method, "case_id": case_id, "fold": fold, **case_metrics(mask, gt, spacing, native)})
-    table = pd.DataFrame(rows)
+        image = predictions[key]()
+        # a saved prediction travels to the worker as its path; an image without a file as its voxels
+        path = image.get_filename() if isinstance(image, nib.Nifti1Image) else None
+        tasks.append(ScoringTask(case_id, metas[case_id], str(path) if path else np.asarray(image.dataobj, np.uint8),
+                                 selection["run_name"], fold_of.get(case_id), str(cases.root), rules))
+    workers = scoring_workers(evaluation.get("scoring_workers", "auto"), len(tasks))
+    started = time.perf_counter()
+    table = pd.DataFrame(score_case_tasks(tasks, workers))
+    logger.info("Scored %d cases in %.1f s (%d process(es))", len(tasks), time.perf_counter() - started, workers)
     return RunArtifact(selection["run_name"], table)
 
 
