@@ -118,3 +118,18 @@ def test_the_compile_settings_reach_torch_compile(model):
     with pytest.raises(ValueError, match="fast_path must be auto, true or false"):
         SamplingFastPath.from_settings({"fast_path": "yes"}, CPU)
     assert SamplingFastPath.from_settings({}, torch.device("cuda")).enabled  # auto: on for CUDA
+
+
+def test_training_validation_can_sample_on_the_fast_path(model, store):
+    from isles_diffseg.training.validation import validate
+
+    diffusion, config = sampling()
+    kwargs = {"kind": "diffusion", "diffusion": diffusion, "sampler": config, "device": CPU, "batch_size": 8,
+              "members": 2, "seed": 3}
+    eager = validate(model, store, CASES, **kwargs).per_case
+    fast = validate(model, store, CASES, fast_path=SamplingFastPath(True, compile_backend="aot_eager"), **kwargs)
+    pd_cols = ["case_id", "gt_pixels", "pred_pixels"]
+    assert fast.per_case[pd_cols].equals(eager[pd_cols])
+    np.testing.assert_allclose(fast.per_case["dice_3d"], eager["dice_3d"], atol=1e-6)
+    assert eager["pred_pixels"].sum() > 0
+    model.__dict__.pop("_sampling_fast_path", None)

@@ -27,7 +27,8 @@ from torch import nn
 
 from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.diffusion import GaussianDiffusion, signal_to_probability
-from isles_diffseg.inference.case_prediction import predict_case
+from isles_diffseg.inference.case_prediction import predict_cases
+from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
 from isles_diffseg.inference.predict import SamplerConfig, sampling_call
 from isles_diffseg.metrics import dice_coefficient, mean_slice_dice
 
@@ -81,26 +82,28 @@ def validate(
     seed: int = 0,
     n_examples: int = 0,
     threshold: float = 0.5,
+    fast_path: SamplingFastPath | None = None,
 ) -> ValidationResult:
     """Per-case Dice, volumes and probability histograms; slices without brain are predicted empty.
 
     ``n_examples`` example slices (the largest-lesion slice of the first cases) are kept for figures;
-    for a diffusion model each is sampled once more to record its chain of x_0 estimates.
+    for a diffusion model each is sampled once more to record its chain of x_0 estimates. The cases are
+    sampled in batches across cases; ``fast_path`` (evaluation's sampling fast path) compiles the network.
     """
-    generator = torch.Generator(device).manual_seed(seed)
-    # The chains draw from their own generator so that asking for examples (main rank only) does not
-    # change the noise, hence the metrics, of the validation samples themselves.
+    # The validation samples' noise is keyed to (seed, case, slice, member); the chains draw from a generator
+    # of their own, so asking for examples (main rank only) does not change the metrics.
     chain_generator = torch.Generator(device).manual_seed(seed)
     was_training = model.training
     model.eval()
     rows_out, examples = [], []
-    for case_id in case_ids:
+    sampling_model = fast_path.wrap(model, batch_size) if fast_path is not None else model
+    for prediction in predict_cases(sampling_model, store, case_ids, kind=kind, diffusion=diffusion, sampler=sampler,
+                                    device=device, members=members, batch_size=batch_size, amp_dtype=amp_dtype,
+                                    seed=seed):
+        case_id = prediction.case_id
         rows = store.case_rows(case_id)
         gt = store.masks(rows)
         brain = store.brain(rows) > 0
-        prediction = predict_case(model, store, case_id, kind=kind, diffusion=diffusion, sampler=sampler,
-                                  device=device, members=members, batch_size=batch_size, amp_dtype=amp_dtype,
-                                  generator=generator)
         pred = (prediction.probability >= threshold).astype(np.uint8)
         hist_lesion, hist_background = probability_counts(prediction.probability, gt > 0, brain)
         rows_out.append({
