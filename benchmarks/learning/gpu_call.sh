@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One device call: data once, then every arm of a plan at the same time on the one GPU.
 #   bash benchmarks/learning/gpu_call.sh benchmarks/learning/plans/sweep.yml [deadline_s] [cases]
-# Needs the nibabel and monai wheels in .whl (carried): python3 -m pip download --no-deps --only-binary=:all: \
-#   --python-version 3.12 --platform manylinux2014_x86_64 -d .whl nibabel==5.4.2 monai==1.6.1
+# Needs the nibabel, monai and connected-components-3d wheels in .whl (carried): python3 -m pip download --no-deps --only-binary=:all: \
+#   --python-version 3.12 --platform manylinux2014_x86_64 -d .whl nibabel==5.4.2 monai==1.6.1 connected-components-3d==4.1.1 (add --platform manylinux_2_28_x86_64)
 set -euo pipefail
 plan=$1; deadline=${2:-420}; cases=${3:-40}
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/nibabel-*.whl .whl/monai-*.whl 2>&1 | grep -v WARNING || true
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/nibabel-*.whl .whl/monai-*.whl .whl/connected_components_3d-*.whl 2>&1 | grep -v WARNING || true
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
