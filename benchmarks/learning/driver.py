@@ -176,12 +176,15 @@ def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, 
     from isles_diffseg.evaluation.native_grid import read_native_mask, to_native
     from isles_diffseg.evaluation.threshold_selection import best_threshold, sweep_thresholds
     from isles_diffseg.evaluation.trained_model import load_trained_model
-    from isles_diffseg.inference.case_prediction import predict_case
+    from isles_diffseg.inference.case_prediction import predict_cases
+    from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
     from isles_diffseg.inference.predict import SamplerConfig, build_diffusion
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = torch.bfloat16 if device.type == "cuda" else None
     trained = load_trained_model(run_dir, device)
+    # the evaluation pipeline's sampling fast path (compiled network, one batch shape; on with CUDA only)
+    model = SamplingFastPath.from_settings({"fast_path": "auto"}, device).wrap(trained.model, 64)
     store, cases = SliceStore(work / "slices"), CaseStore(work / "cases")
     metas = {m["case_id"]: m for m in cases.metas()}
     roles = _roles(work, fold)
@@ -198,21 +201,21 @@ def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, 
         label = (f"{setting['respacing'] or trained.config.diffusion.get('respacing', '-')}x{setting['members']}"
                  if trained.kind == "diffusion" else "unet")
 
-        def probability(case_id: str) -> Any:
-            return predict_case(trained.model, store, case_id, kind=trained.kind, diffusion=diffusion,  # noqa: B023
-                                sampler=sampler, device=device, members=int(setting["members"]),  # noqa: B023
-                                batch_size=64, amp_dtype=amp, generator=torch.Generator(device).manual_seed(0))
+        def predictions(case_ids: list[str]) -> Any:  # cases batched together, as the evaluation pipeline does
+            return predict_cases(model, store, case_ids, kind=trained.kind, diffusion=diffusion,  # noqa: B023
+                                 sampler=sampler, device=device, members=int(setting["members"]),  # noqa: B023
+                                 batch_size=64, amp_dtype=amp, seed=0)
 
         started = time.perf_counter()
         threshold, sweep_rows = 0.5, []
         if setting.get("sweep", True) and val_cases:
-            sweep = sweep_thresholds({c: probability(c).probability for c in val_cases},
+            sweep = sweep_thresholds({p.case_id: p.probability for p in predictions(val_cases)},
                                      {c: store.masks(store.case_rows(c)) for c in val_cases}, candidates)
             threshold, sweep_rows = best_threshold(sweep), sweep.to_dict("records")
         val_seconds = time.perf_counter() - started
         jobs = []
-        for case_id in test_cases:
-            prediction = probability(case_id)
+        for prediction in predictions(test_cases):
+            case_id = prediction.case_id
             meta = metas[case_id]
             native = NativeGeometry.from_meta(meta)
             spacing = read_native_mask(meta["mask_file"])[1]
