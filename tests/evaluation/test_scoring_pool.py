@@ -59,11 +59,13 @@ def test_parallel_scoring_gives_the_serial_table(scored_inputs):
     assert model.loc["sub-stroke0003", "dice"] == 0.0 and list(model["fold"]) == [0, 1, 0]
 
 
-@pytest.mark.parametrize(("setting", "cases", "cpus", "expected"),
-                         [("auto", 10, 16, 10), ("auto", 40, 16, 16), ("auto", 0, 16, 1), (1, 10, 16, 1),
-                          ("4", 10, 2, 4)])
-def test_scoring_workers_auto_is_one_per_case_up_to_the_cpus(setting, cases, cpus, expected):
-    assert scoring_workers(setting, cases, cpus) == expected
+@pytest.mark.parametrize(("setting", "cases", "cpus", "voxels", "expected"),
+                         [("auto", 10, 16, None, 10), ("auto", 40, 16, None, 16), ("auto", 0, 16, None, 1),
+                          ("auto", 10, 16, 10 * 512 * 512 * 80, 10),  # ten realistic cases: a pool
+                          ("auto", 4, 2, 4 * 128 * 128 * 40, 1),  # the CPU demo's small volumes: in this process
+                          (1, 10, 16, None, 1), ("4", 10, 2, 4 * 128 * 128 * 40, 4)])
+def test_scoring_workers_auto_is_one_per_case_up_to_the_cpus(setting, cases, cpus, voxels, expected):
+    assert scoring_workers(setting, cases, cpus, voxels) == expected
 
 
 @pytest.mark.parametrize("setting", [0, -1, "many", True])

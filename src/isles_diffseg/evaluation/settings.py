@@ -61,9 +61,19 @@ def resolve_setup(evaluation: Mapping[str, Any], trained: TrainedModel, variants
     )
 
 
-def scoring_workers(setting: int | str | None, cases: int, cpus: int | None = None) -> int:
-    """Processes that score cases: ``auto`` = min(cases, CPUs), an integer as given (1 = in this process)."""
+# Below this many native voxels in all, scoring is done in this process under ``auto``: starting a pool
+# (a fresh interpreter per worker, importing NumPy, SciPy, torch: ~2-3 s) costs more than it saves on small
+# volumes such as the CPU demo's, where the whole scoring takes about a second. A realistic ISLES'24 case
+# (512 x 512 x ~80 = 21 M voxels) takes ~15 s to score.
+POOL_MIN_VOXELS = 10_000_000
+
+
+def scoring_workers(setting: int | str | None, cases: int, cpus: int | None = None, voxels: int | None = None) -> int:
+    """Processes that score cases: ``auto`` = min(cases, CPUs), or 1 when the cases hold under
+    :data:`POOL_MIN_VOXELS` voxels in all; an integer as given (1 = in this process)."""
     if setting in (None, "auto"):
+        if voxels is not None and voxels < POOL_MIN_VOXELS:
+            return 1
         return max(1, min(cases, cpus or os.cpu_count() or 1))
     if isinstance(setting, bool) or not str(setting).isdigit() or int(setting) < 1:
         raise ValueError(f"evaluation.scoring_workers must be auto or an integer >= 1, got {setting!r}")

@@ -204,16 +204,27 @@ def predict_cases(training_run: TrainedRun | ExternalPredictions, selection: dic
         raise ValueError(f"evaluation.split={evaluation.get('split', 'test')!r}: no such case in the slice store")
     metas = {m["case_id"]: m for m in cases.metas()}
     logger.info("Predicting %d cases: %s", len(split_cases), _speed_note(setup))
-    started = time.perf_counter()
-    for prediction in _predict(trained, setup, store, split_cases):
+    # where the time goes (the sampler runs ahead in its thread): waiting for it, resampling, Kedro's writes
+    waited = resampling = writing = 0.0
+    started = since = time.perf_counter()
+    predictions = _predict(trained, setup, store, split_cases)
+    while (prediction := next(predictions, None)) is not None:
+        mark = time.perf_counter()
+        waited += mark - since
         case_id = prediction.case_id
         native = NativeGeometry.from_meta(metas[case_id])
         images = to_native(case_id, prediction.probability, prediction.uncertainty, store.geometry(case_id), native,
                            float(selection["threshold"])).images()
-        # cases are predicted in batches across cases and ahead of the write-back: the time is since the last case
-        logger.info("Predicted %s in %.1f s", case_id, time.perf_counter() - started)
+        resampling += time.perf_counter() - mark
+        # batched across cases and made ahead of the write-back: the time since the last case was handed over
+        logger.info("Predicted %s in %.1f s", case_id, time.perf_counter() - since)
+        mark = time.perf_counter()
         yield RunArtifact(training_run.name, images)
-        started = time.perf_counter()
+        since = time.perf_counter()
+        writing += since - mark
+    logger.info("Predicted %d cases in %.1f s: %.1f s waiting for the sampler (compilation included), %.1f s "
+                "resampling to the native grids, %.1f s writing NIfTI files", len(split_cases),
+                time.perf_counter() - started, waited, resampling, writing)
 
 
 def score_cases(predictions: dict[str, Callable[[], Any]], selection: dict[str, Any], cases: CaseStore,
@@ -233,7 +244,8 @@ def score_cases(predictions: dict[str, Callable[[], Any]], selection: dict[str, 
         path = image.get_filename() if isinstance(image, nib.Nifti1Image) else None
         tasks.append(ScoringTask(case_id, metas[case_id], str(path) if path else np.asarray(image.dataobj, np.uint8),
                                  selection["run_name"], fold_of.get(case_id), str(cases.root), rules))
-    workers = scoring_workers(evaluation.get("scoring_workers", "auto"), len(tasks))
+    voxels = sum(int(np.prod(task.meta["native_shape"])) for task in tasks)
+    workers = scoring_workers(evaluation.get("scoring_workers", "auto"), len(tasks), voxels=voxels)
     started = time.perf_counter()
     table = pd.DataFrame(score_case_tasks(tasks, workers))
     logger.info("Scored %d cases in %.1f s (%d process(es))", len(tasks), time.perf_counter() - started, workers)
