@@ -16,7 +16,8 @@
 #      default (the 32c reduce-overhead: SPEED_32C_MODES="eager default reduce-overhead", ~1 min more)
 #   4. a 20-step eager training run of the 16c model (the timing of evaluation does not depend on its weights)
 #   5. `kedro run --pipelines evaluation` of the 10 cases, 5-member DDIM-50 ensembles, NIfTI write-back, all
-#      metrics, fast path on (the default on CUDA): the issue's <= 90 s target; its log splits the time
+#      metrics, fast path on (the default on CUDA) in the fastest compile mode of step 3: the issue's <= 90 s
+#      target; its log splits the time (the sampler, resampling, NIfTI writes; scoring)
 #   6. eval-bench eager, if 75 s are left: prediction, write-back and serial scoring of 1 case (eager on 10
 #      cases takes ~11 min; benchmarks/README.md has that measurement)
 #   7. eval-bench fast, if time is left: prediction, write-back and scoring timed apart on all 10 cases
@@ -71,14 +72,14 @@ done
 echo "[$((SECONDS - start)) s] cold compilations done:"; cat "$out"/compile_*.log | grep "cold compilation"
 
 # 3. sampling throughput (compilations now from the disk cache)
-# the 16c model first and whole; the 32c variants get what is left until 220 s remain for steps 4-6
-timeout $(upto 250) python3 benchmarks/gpu_suite.py sample-bench --out "$out/sample_bench.json" \
+# the 16c model first and whole; the 32c variants get what is left until 260 s remain for steps 4 and 5
+timeout $(upto 290) python3 benchmarks/gpu_suite.py sample-bench --out "$out/sample_bench.json" \
   --models $first --modes $first_modes --batch $batch --members $members --steps $steps --device $device \
-  --size $size --budget-s $(upto 280) 2>&1 | grep -v "UserWarning\|warnings.warn" | tee "$out/sample_bench.log"
+  --size $size --budget-s $(upto 320) 2>&1 | grep -v "UserWarning\|warnings.warn" | tee "$out/sample_bench.log"
 if [ -n "$others" ]; then
-  timeout $(upto 220) python3 benchmarks/gpu_suite.py sample-bench --out "$out/sample_bench_32c.json" \
+  timeout $(upto 260) python3 benchmarks/gpu_suite.py sample-bench --out "$out/sample_bench_32c.json" \
     --models $others --modes $other_modes --batch $batch --members $members --steps $steps --device $device \
-    --size $size --budget-s $(upto 255) 2>&1 | grep -v "UserWarning\|warnings.warn" \
+    --size $size --budget-s $(upto 290) 2>&1 | grep -v "UserWarning\|warnings.warn" \
     | tee "$out/sample_bench_32c.log"
 fi
 echo "[$((SECONDS - start)) s] sample-bench done"
@@ -91,20 +92,36 @@ train="training.model=$model,training.loss=mse_with_aux_light,training.optimizer
 training.scheduler=constant,training.augmentation=none,training.diffusion=ddim10,training.recipe=$recipe,\
 training.max_steps=20,training.batch_size=$train_batch,training.val_interval=20,training.checkpoint_interval=20,\
 training.val_max_cases=1,training.fast_path=false,training.run_name=speed16c"
-timeout $(upto 170) python3 -m kedro run --pipelines training --params "$common,$train" \
+timeout $(upto 215) python3 -m kedro run --pipelines training --params "$common,$train" \
   > "$out/train.log" 2>&1 || { echo "training failed:"; tail -30 "$out/train.log"; exit 1; }
 echo "[$((SECONDS - start)) s] model trained"
 
-# 5. the Kedro evaluation, fast path (the default on CUDA; on the CPU smoke test forced on with aot_eager)
+# 5. the Kedro evaluation on the fast path (the default on CUDA; forced on with aot_eager in the CPU smoke test),
+#    in the 16c model's fastest compile mode of step 3 (its graph is in the cache); default if that one fails
+mode=$(python3 - "$out/sample_bench.json" <<'PY'
+import json, sys
+try:
+    rows = [r for r in json.load(open(sys.argv[1]))["measurements"] if "error" not in r and r["mode"] != "eager"
+            and "+" not in r["mode"]]
+    print(max(rows, key=lambda r: r["slices_per_s"])["mode"] if rows else "default")
+except (OSError, ValueError, KeyError):
+    print("default")
+PY
+)
 evaluation="evaluation.run=speed16c,evaluation.split=all,evaluation.members=$members,\
 evaluation.diffusion=$eval_diffusion,evaluation.threshold.mode=fixed,evaluation.batch_size=$batch"
 [ "$device" = cpu ] && evaluation="$evaluation,evaluation.fast_path=true,evaluation.compile_backend=aot_eager"
-eval_start=$SECONDS
-timeout $(upto 50) python3 -m kedro run --pipelines evaluation --params "$common,$evaluation" \
-  > "$out/eval_kedro_fast.log" 2>&1
-eval_rc=$?
-eval_wall=$((SECONDS - eval_start))
-echo "[$((SECONDS - start)) s] kedro evaluation (fast path): exit $eval_rc, $eval_wall s wall"
+for attempt in "$mode" default; do
+  eval_start=$SECONDS
+  timeout $(upto 5) python3 -m kedro run --pipelines evaluation \
+    --params "$common,$evaluation,evaluation.compile_mode=$attempt" > "$out/eval_kedro_fast.log" 2>&1
+  eval_rc=$?
+  eval_wall=$((SECONDS - eval_start))
+  echo "[$((SECONDS - start)) s] kedro evaluation (fast path, compile_mode=$attempt): exit $eval_rc, $eval_wall s wall"
+  # a failure (not a timeout) in another mode than default is retried in default if there is time
+  { [ $eval_rc = 0 ] || [ $eval_rc = 124 ] || [ "$attempt" = default ] || [ "$(left)" -lt 150 ]; } && break
+  cp "$out/eval_kedro_fast.log" "$out/eval_kedro_fast_$attempt.failed.log"; tail -20 "$out/eval_kedro_fast.log"
+done
 grep -E "Predicting [0-9]+ cases|Predicted [0-9]+ cases in|Scored [0-9]+ cases|Completed [0-9]+ out of" \
   "$out/eval_kedro_fast.log" | sed 's/^.*INFO *//' | cut -c1-220
 
@@ -131,7 +148,7 @@ fi
   echo; echo "== sample-bench =="; sed -n '/^DDIM sampling/,$p' "$out/sample_bench.log"
   [ -f "$out/sample_bench_32c.log" ] && sed -n '/^DDIM sampling/,$p' "$out/sample_bench_32c.log"
   echo; echo "== kedro run --pipelines evaluation, $cases cases, $members members, $eval_diffusion, fast path =="
-  echo "exit $eval_rc, wall $eval_wall s"
+  echo "compile_mode=$attempt: exit $eval_rc, wall $eval_wall s"
   grep -E "Predicting [0-9]+ cases|Predicted [0-9]+ cases in|Scored [0-9]+ cases" "$out/eval_kedro_fast.log" \
     | sed 's/^.*INFO *//' | cut -c1-220
   for mode in eager fast; do
