@@ -133,3 +133,17 @@ def test_training_validation_can_sample_on_the_fast_path(model, store):
     np.testing.assert_allclose(fast.per_case["dice_3d"], eager["dice_3d"], atol=1e-6)
     assert eager["pred_pixels"].sum() > 0
     model.__dict__.pop("_sampling_fast_path", None)
+
+
+@pytest.mark.parametrize(("mode", "backend", "cuda_graphs"), [
+    ("default", "inductor", False), ("reduce-overhead", "inductor", True), ("max-autotune", "inductor", True),
+    ("max-autotune-no-cudagraphs", "inductor", False), ("reduce-overhead", "aot_eager", False)])
+def test_cuda_graph_modes_predict_in_the_nodes_thread(model, mode, backend, cuda_graphs):
+    """torch's cudagraph trees are not reliable in other threads than the main one (pytorch#123177)."""
+    from isles_diffseg.pipelines.evaluation.nodes import _ahead
+
+    trained, variants = _trained(model)
+    setup = resolve_setup({"fast_path": True, "compile_mode": mode, "compile_backend": backend, "prefetch_cases": 2},
+                          trained, variants, CPU)
+    assert setup.fast_path.cuda_graphs is cuda_graphs
+    assert _ahead(setup) == (0 if cuda_graphs else 2)

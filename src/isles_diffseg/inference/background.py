@@ -4,8 +4,10 @@ The evaluation node yields one case at a time and Kedro writes each case's NIfTI
 gzip) before asking for the next. Run in the same thread, the GPU waits for every write. Here the
 predictions are made in a worker thread that stays at most ``ahead`` cases ahead, so the GPU samples
 the next cases while the main thread writes the last one, and memory holds only that small window.
-The worker thread does all of the prediction (including compiling the network on its first call), so
-CUDA graphs are recorded and replayed in one thread.
+The worker thread does all of the prediction, including compiling the network on its first call (one
+thread compiles at a time: torch.compile is not thread-safe for concurrent compilations). Callers keep
+CUDA-graph modes out of it: cudagraph trees keep per-thread state that torch releases before mid-2026 set up
+for the main thread only (pytorch/pytorch#123177).
 """
 
 from __future__ import annotations

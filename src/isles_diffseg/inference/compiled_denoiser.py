@@ -48,6 +48,11 @@ class SamplingFastPath:
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
 
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether the compiled network replays CUDA graphs (``reduce-overhead``, ``max-autotune``)."""
+        return self.enabled and self.compile_backend == "inductor" and self.compile_mode in _CUDA_GRAPH_MODES
+
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], device: torch.device) -> SamplingFastPath:
         """``fast_path: auto`` is on for CUDA only (:func:`fast_path_enabled`), so CPU runs stay eager."""

@@ -66,12 +66,17 @@ def _load(training_run: TrainedRun, store: SliceStore, evaluation: dict[str, Any
 def _predict(trained: TrainedModel, setup: EvaluationSetup, store: SliceStore,
              case_ids: list[str]) -> Iterator[CasePrediction]:
     """The cases' predictions in order, batched across cases, made in a worker thread ``prefetch_cases``
-    cases ahead (the fast path compiled on first use: :mod:`isles_diffseg.inference.compiled_denoiser`)."""
+    cases ahead (the fast path compiled on first use: :mod:`isles_diffseg.inference.compiled_denoiser`);
+    in this thread with CUDA graphs, which torch does not reliably support in other threads."""
     model = setup.fast_path.wrap(trained.model, setup.batch_size)
     return in_background(lambda: predict_cases_batched(
         model, store, case_ids, kind=trained.kind, diffusion=setup.diffusion, sampler=setup.sampler,
         device=setup.device, members=setup.members, fusion=setup.fusion, uncertainty_kind=setup.uncertainty,
-        batch_size=setup.batch_size, amp_dtype=setup.amp_dtype, seed=setup.seed), setup.prefetch_cases)
+        batch_size=setup.batch_size, amp_dtype=setup.amp_dtype, seed=setup.seed), _ahead(setup))
+
+
+def _ahead(setup: EvaluationSetup) -> int:
+    return 0 if setup.fast_path.cuda_graphs else setup.prefetch_cases
 
 
 def _speed_note(setup: EvaluationSetup) -> str:
@@ -80,7 +85,7 @@ def _speed_note(setup: EvaluationSetup) -> str:
                 f"{', channels_last' if fast.channels_last else ''} (the first batch compiles)"
                 if fast.enabled else "eager (evaluation.fast_path)")
     return (f"{setup.members} member(s), batches of {setup.batch_size} samples across cases, {compiled}, "
-            f"{setup.prefetch_cases} case(s) predicted ahead of the write-back")
+            f"{_ahead(setup)} case(s) predicted ahead of the write-back")
 
 
 def _cases(roles: pd.DataFrame, store: SliceStore, role: str) -> list[str]:
