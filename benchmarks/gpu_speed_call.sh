@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Issue 10, sampling and evaluation speed, in one call of the lent GPU machine (~8.5 min on one H200), from the
-# project root with the wheelhouse carried in .whl (benchmarks/README.md):
+# Issue 10, sampling and evaluation speed, in one call of the lent GPU machine (budgeted to end within 535 s on one
+# H200), from the project root with the wheelhouse carried in .whl (../shared/device/make_wheelhouse.sh .whl, then
+# rm .whl/plotly-* .whl/kedro_viz-* .whl/jedi-*, as in benchmarks/README.md; it holds kedro, nibabel, monai, cc3d):
 #
 #   bash benchmarks/gpu_speed_call.sh
 #
-# and its CPU smoke test at toy sizes (2 small cases, the tiny model, 4 DDIM steps; ~10 min on 2 cores):
+# and its CPU smoke test at toy sizes (3 realistic cases at 64 px, the tiny model; ~15 min on 2 cores, run in a
+# scratch copy of the project: it writes data/, mlflow.db):
 #
 #   SPEED_SMOKE=1 OUT=/tmp/speed bash benchmarks/gpu_speed_call.sh
 #
@@ -21,6 +23,9 @@
 #   6. eval-bench eager, if 75 s are left: prediction, write-back and serial scoring of 1 case (eager on 10
 #      cases takes ~11 min; benchmarks/README.md has that measurement)
 #   7. eval-bench fast, if time is left: prediction, write-back and scoring timed apart on all 10 cases
+# Overrides: SPEED_16C_MODES / SPEED_32C_MODES (the modes of gpu_suite.py sample-bench, e.g. add
+# max-autotune-no-cudagraphs or default+channels_last; each compiled mode costs ~1 min, max-autotune several),
+# SPEED_SAMPLING_ONLY=1 (steps 2 and 3 only, with the whole TOTAL_S for them), TOTAL_S (default 535 s).
 # Results: $OUT/summary.txt (the tables), sample_bench*.json, compile_*.json, eval_bench_*.json, *.log
 set -uo pipefail
 out=${OUT:-/tmp/out}; mkdir -p "$out"
@@ -43,7 +48,8 @@ if [ "${SPEED_SMOKE:-0}" = 1 ]; then
   model=medsegdiff_tiny_cpu recipe=train_demo_cpu eval_diffusion=ddim10 train_batch=4 TOTAL_S=${TOTAL_S:-1800}
   common="slicing.image_size=$size,data.root=data/01_raw/isles24_realistic,data.n_folds=3"
 else
-  device=cuda size=256 cases=10 first="16c" first_modes="eager default reduce-overhead" others="32c_simple 32c_8x8a"
+  device=cuda size=256 cases=10 first="16c" first_modes=${SPEED_16C_MODES:-eager default reduce-overhead}
+  others="32c_simple 32c_8x8a"
   batch=64 members=5 steps=ddim50 model=medsegdiff_256_4l_16c_6x4a_128t_1btl_large
   recipe=train_100Kms_ampbfloat16 eval_diffusion=ddim50 train_batch=32
   common="slicing.image_size=$size,data.root=data/01_raw/isles24_realistic"
@@ -52,9 +58,13 @@ fi
 other_modes=${SPEED_32C_MODES:-eager default}
 python3 -c "import torch, os; print('torch', torch.__version__, 'CPUs', os.cpu_count())"
 
+# seconds kept for steps 4 and 5 (training and the Kedro evaluation) while sampling is measured
+reserve=260; [ "${SPEED_SAMPLING_ONLY:-0}" = 1 ] && reserve=0
+
 # 1. data, in the background (CPU) while the GPU benchmark runs
-( python3 benchmarks/gpu_suite.py prepare --root data/01_raw/isles24_realistic --cases $cases --workers $cases \
-  && python3 -m kedro run --pipelines data_processing --params "$common" ) > "$out/prepare.log" 2>&1 &
+[ "${SPEED_SAMPLING_ONLY:-0}" = 1 ] && cases=0
+( [ $cases = 0 ] || { python3 benchmarks/gpu_suite.py prepare --root data/01_raw/isles24_realistic --cases $cases \
+  --workers $cases && python3 -m kedro run --pipelines data_processing --params "$common"; } ) > "$out/prepare.log" 2>&1 &
 prepare_pid=$!
 [ "$device" = cpu ] && wait $prepare_pid  # on a small CPU machine one step at a time
 
@@ -64,7 +74,7 @@ for key in $first $others; do
   modes=$first_modes; [ "$key" != "$first" ] && modes=$other_modes
   modes=$(echo $modes | tr ' ' '\n' | grep -v '^eager$' | tr '\n' ' ')
   [ -z "$modes" ] && continue
-  timeout $(upto 330) python3 benchmarks/gpu_suite.py warm-cache --out "$out/compile_$key.json" \
+  timeout $(upto $((reserve + 70))) python3 benchmarks/gpu_suite.py warm-cache --out "$out/compile_$key.json" \
     --model $key --modes $modes --batch $batch --device $device --size $size > "$out/compile_$key.log" 2>&1 &
   compilers+=($!)
 done
@@ -72,17 +82,20 @@ done
 echo "[$((SECONDS - start)) s] cold compilations done:"; cat "$out"/compile_*.log | grep "cold compilation"
 
 # 3. sampling throughput (compilations now from the disk cache)
-# the 16c model first and whole; the 32c variants get what is left until 260 s remain for steps 4 and 5
-timeout $(upto 290) python3 benchmarks/gpu_suite.py sample-bench --out "$out/sample_bench.json" \
+# the 16c model first and whole; the 32c variants get what is left until $reserve s remain for steps 4 and 5
+timeout $(upto $((reserve + 30))) python3 benchmarks/gpu_suite.py sample-bench --out "$out/sample_bench.json" \
   --models $first --modes $first_modes --batch $batch --members $members --steps $steps --device $device \
-  --size $size --budget-s $(upto 320) 2>&1 | grep -v "UserWarning\|warnings.warn" | tee "$out/sample_bench.log"
+  --size $size --budget-s $(upto $((reserve + 60))) 2>&1 | grep -v "UserWarning\|warnings.warn" | tee "$out/sample_bench.log"
 if [ -n "$others" ]; then
-  timeout $(upto 260) python3 benchmarks/gpu_suite.py sample-bench --out "$out/sample_bench_32c.json" \
+  timeout $(upto $reserve) python3 benchmarks/gpu_suite.py sample-bench --out "$out/sample_bench_32c.json" \
     --models $others --modes $other_modes --batch $batch --members $members --steps $steps --device $device \
-    --size $size --budget-s $(upto 290) 2>&1 | grep -v "UserWarning\|warnings.warn" \
+    --size $size --budget-s $(upto $((reserve + 30))) 2>&1 | grep -v "UserWarning\|warnings.warn" \
     | tee "$out/sample_bench_32c.log"
 fi
 echo "[$((SECONDS - start)) s] sample-bench done"
+if [ "${SPEED_SAMPLING_ONLY:-0}" = 1 ]; then
+  sed -n '/^DDIM sampling/,$p' "$out"/sample_bench*.log | tee "$out/summary.txt"; kill $prepare_pid 2>/dev/null; exit 0
+fi
 
 wait $prepare_pid || { echo "data preparation failed:"; tail -30 "$out/prepare.log"; exit 1; }
 echo "[$((SECONDS - start)) s] data ready: $(tail -1 "$out/prepare.log")"
