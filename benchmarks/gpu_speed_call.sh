@@ -45,12 +45,13 @@ export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor_cache}
 
 if [ "${SPEED_SMOKE:-0}" = 1 ]; then
   device=cpu size=64 cases=3 first="tiny" first_modes="eager default" others="" batch=4 members=2 steps=ddim4
+  eager_steps=ddim4
   model=medsegdiff_tiny_cpu recipe=train_demo_cpu eval_diffusion=ddim10 train_batch=4 TOTAL_S=${TOTAL_S:-1800}
   common="slicing.image_size=$size,data.root=data/01_raw/isles24_realistic,data.n_folds=3"
 else
   device=cuda size=256 cases=10 first="16c" first_modes=${SPEED_16C_MODES:-eager default reduce-overhead}
   others="32c_simple 32c_8x8a"
-  batch=64 members=5 steps=ddim50 model=medsegdiff_256_4l_16c_6x4a_128t_1btl_large
+  batch=64 members=5 steps=ddim50 eager_steps=ddim10 model=medsegdiff_256_4l_16c_6x4a_128t_1btl_large
   recipe=train_100Kms_ampbfloat16 eval_diffusion=ddim50 train_batch=32
   common="slicing.image_size=$size,data.root=data/01_raw/isles24_realistic"
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -85,11 +86,11 @@ echo "[$((SECONDS - start)) s] cold compilations done:"; cat "$out"/compile_*.lo
 # the 16c model first and whole; the 32c variants get what is left until $reserve s remain for steps 4 and 5
 timeout $(upto $((reserve + 30))) python3 benchmarks/gpu_suite.py sample-bench --out "$out/sample_bench.json" \
   --models $first --modes $first_modes --batch $batch --members $members --steps $steps --device $device \
-  --size $size --budget-s $(upto $((reserve + 60))) 2>&1 | grep -v "UserWarning\|warnings.warn" | tee "$out/sample_bench.log"
+  --eager-steps $eager_steps --size $size --budget-s $(upto $((reserve + 60))) 2>&1 | grep -v "UserWarning\|warnings.warn" | tee "$out/sample_bench.log"
 if [ -n "$others" ]; then
   timeout $(upto $reserve) python3 benchmarks/gpu_suite.py sample-bench --out "$out/sample_bench_32c.json" \
     --models $others --modes $other_modes --batch $batch --members $members --steps $steps --device $device \
-    --size $size --budget-s $(upto $((reserve + 30))) 2>&1 | grep -v "UserWarning\|warnings.warn" \
+    --eager-steps $eager_steps --size $size --budget-s $(upto $((reserve + 30))) 2>&1 | grep -v "UserWarning\|warnings.warn" \
     | tee "$out/sample_bench_32c.log"
 fi
 echo "[$((SECONDS - start)) s] sample-bench done"
