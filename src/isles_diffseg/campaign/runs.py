@@ -194,7 +194,8 @@ class FoldRun(submitit.helpers.Checkpointable):
     def _run(self, command: list[str], env: dict[str, str]) -> None:
         logger.info("Run %s: %s", self.spec.run_name, " ".join(command))
         # Its own session, so an interruption reaches every process under it (torchrun ranks too).
-        process = subprocess.Popen(command, cwd=self.spec.project_dir, env=env, start_new_session=True)
+        with _sigint_not_ignored_in_children():
+            process = subprocess.Popen(command, cwd=self.spec.project_dir, env=env, start_new_session=True)
         # A thread reaps the child; this thread only sleeps. The scheduler's signal handler runs on this thread
         # and waits for the child (checkpoint()): had this thread been inside Popen.wait(), which holds the
         # Popen's wait lock, that nested wait could never reap it.
@@ -224,6 +225,31 @@ class FoldRun(submitit.helpers.Checkpointable):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 watcher.join()
+
+
+@contextlib.contextmanager
+def _sigint_not_ignored_in_children() -> Any:
+    """Children started inside take SIGINT (Python: KeyboardInterrupt) even where this process ignores it.
+
+    A campaign started in the background from a script (``cmd &`` or ``nohup cmd &`` in a non-interactive
+    shell, as CI jobs and job scripts do) ignores SIGINT, and an ignored signal stays ignored through fork and
+    exec, down to the trainer: the scheduler's interruption would then be dropped, training would run to its
+    end and the "requeued" job would only find a finished run (what made the requeue test fail in CI). A
+    Python-level handler, unlike SIG_IGN, is reset to the default by exec, so while the child is started this
+    process swallows SIGINT in a handler of its own and the child starts with the default disposition."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        logger.warning("SIGINT is ignored in this process and the run is started off the main thread: the run "
+                       "ignores SIGINT too, so a scheduler's interruption cannot make it save and stop")
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _checkpoint_step(path: Path) -> int | None:

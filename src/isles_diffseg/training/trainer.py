@@ -10,6 +10,8 @@ import json
 import logging
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,41 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteTrainingError(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C, or the scheduler's preemption notice that a campaign job passes on) stops training at the
+    next step boundary, where the loop saves ``latest.pt``; a second SIGINT interrupts at once.
+
+    Raised as KeyboardInterrupt wherever Python happens to be, the first SIGINT could be swallowed: pickling
+    runs the standard library's ``copyreg._slotnames``, which ends in a bare ``except: pass``, so a SIGINT that
+    arrived while ``torch.save`` wrote a checkpoint was lost and training ran on to its end (seen in the
+    campaign requeue test about every other time). Installed on the main thread of a single-process run only:
+    DDP ranks would have to agree on the step, and keep the immediate KeyboardInterrupt.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._previous: Any = None
+
+    @classmethod
+    def install(cls, world_size: int) -> StopRequest | None:
+        if world_size != 1 or threading.current_thread() is not threading.main_thread():
+            return None
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None  # SIGINT ignored or handled by the caller: theirs to keep
+        request = cls()
+        request._previous = signal.signal(signal.SIGINT, request._handle)
+        return request
+
+    def _handle(self, *_: Any) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+        logger.warning("SIGINT: stopping after this step (again to stop at once)")
+
+    def uninstall(self) -> None:
+        signal.signal(signal.SIGINT, self._previous)
 
 
 class MetricSink(Protocol):
@@ -351,8 +388,11 @@ class Trainer:
         window_steps, window_start = 0, time.perf_counter()
         images_per_step = int(recipe["batch_size"]) * int(recipe.get("grad_accumulation", 1)) * self.dist.world_size
         interrupted = False
+        stop = StopRequest.install(self.dist.world_size)
         try:
             while self.step < self.max_steps:
+                if stop is not None and stop.pending:
+                    raise KeyboardInterrupt  # handled below like any Ctrl-C, between two steps
                 metrics = self.train_step()
                 if metrics is not None:
                     for key, value in metrics.items():
@@ -391,6 +431,8 @@ class Trainer:
             logger.warning("Interrupted at step %d: saving %s", self.step, self.checkpoints.latest)
             self.save_latest()
         finally:
+            if stop is not None:
+                stop.uninstall()
             if progress is not None:
                 progress.close()
         if self.dist.is_main and not self.val_cases and not interrupted:
@@ -399,6 +441,8 @@ class Trainer:
         if self.dist.is_main:
             pd.DataFrame(self.history).to_csv(self.run_dir / "history.csv", index=False)
         best = self.checkpoints.best
+        if stop is not None and stop.pending and not interrupted:
+            signal.raise_signal(signal.SIGINT)  # came during the last step: training is complete, then it acts
         return TrainingResult(
             run_name=self.config.run_name, run_dir=str(self.run_dir), steps=self.step,
             best_metric=self.best_metric, best_step=self.best_step,
