@@ -95,7 +95,7 @@ if [ -n "$others" ]; then
 fi
 echo "[$((SECONDS - start)) s] sample-bench done"
 if [ "${SPEED_SAMPLING_ONLY:-0}" = 1 ]; then
-  sed -n '/^DDIM sampling/,$p' "$out"/sample_bench*.log | tee "$out/summary.txt"; kill $prepare_pid 2>/dev/null; exit 0
+  python3 benchmarks/gpu_suite.py sample-table "$out"/sample_bench*.json | tee "$out/summary.txt"; exit 0
 fi
 
 wait $prepare_pid || { echo "data preparation failed:"; tail -30 "$out/prepare.log"; exit 1; }
@@ -159,8 +159,7 @@ fi
 # summary
 {
   echo "== cold compilation (one process per model, side by side) =="; cat "$out"/compile_*.log | grep "cold comp"
-  echo; echo "== sample-bench =="; sed -n '/^DDIM sampling/,$p' "$out/sample_bench.log"
-  [ -f "$out/sample_bench_32c.log" ] && sed -n '/^DDIM sampling/,$p' "$out/sample_bench_32c.log"
+  echo; echo "== sample-bench =="; python3 benchmarks/gpu_suite.py sample-table "$out"/sample_bench*.json
   echo; echo "== kedro run --pipelines evaluation, $cases cases, $members members, $eval_diffusion, fast path =="
   echo "compile_mode=$attempt: exit $eval_rc, wall $eval_wall s"
   grep -E "Predicting [0-9]+ cases|Predicted [0-9]+ cases in|Scored [0-9]+ cases" "$out/eval_kedro_fast.log" \

@@ -319,7 +319,13 @@ def sample_bench(out: str, models: list[str], modes: list[str], batch: int, memb
         del model
     results["total_s"] = round(time.perf_counter() - began, 1)
     Path(out).write_text(json.dumps(results, indent=1))
-    print(f"\nDDIM sampling, batch {batch}, {steps}, {results['amp']}, {results['device']} (ensemble: {members} members)")
+    print_sample_table(results)
+
+
+def print_sample_table(results: dict) -> None:
+    """The measurements of one sample-bench result (also of a partial one, cut by its time limit)."""
+    print(f"\nDDIM sampling, batch {results['batch']}, {results['steps']}, {results['amp']}, {results['device']} "
+          f"(ensemble: {results['members']} members)")
     print(f"{'model':<52} {'params':>6} {'mode':<28} {'slices/s':>8} {'x eager':>7} {'ens. slices/s':>13} "
           f"{'peak GiB':>8} {'warm-up s':>9} {'max|dp|':>7}")
     eager_rate = {}
@@ -334,8 +340,8 @@ def sample_bench(out: str, models: list[str], modes: list[str], batch: int, memb
         print(f"{row['model']:<52} {row['params_m']:>5}M {row['mode']:<28} {row['slices_per_s']:>8.2f} {ratio:>7.2f} "
               f"{row['ensemble_slices_per_s']:>13.2f} {peak:>8} {row['warmup_s']:>9.1f} "
               f"{row.get('max_abs_dp_vs_eager', float('nan')):>7.4f}")
-    if results["skipped"]:
-        print("skipped (budget):", ", ".join(results["skipped"]))
+    if results.get("skipped"):
+        print("skipped (time budget):", ", ".join(results["skipped"]))
 
 
 def eval_bench(out: str, store_path: str, cases_path: str, run_dir: str, mode: str, compile_mode: str,
@@ -466,6 +472,8 @@ def main() -> None:
     w.add_argument("--batch", type=int, default=64)
     w.add_argument("--device", default="cuda")
     w.add_argument("--size", type=int, default=256)
+    r = sub.add_parser("sample-table", help="print the tables of sample-bench result files")
+    r.add_argument("files", nargs="+")
     e = sub.add_parser("eval-bench")
     e.add_argument("--out", required=True)
     e.add_argument("--store", default="data/05_model_input/slices")
@@ -486,6 +494,9 @@ def main() -> None:
     elif args.command == "sample-bench":
         sample_bench(args.out, args.models, args.modes, args.batch, args.members, args.steps, args.device, args.size,
                      args.budget_s, args.timed_batches, args.eager_steps)
+    elif args.command == "sample-table":
+        for file in args.files:
+            print_sample_table(json.loads(Path(file).read_text()))
     elif args.command == "warm-cache":
         warm_cache(args.out, args.model, args.modes, args.batch, args.device, args.size)
     elif args.command == "eval-bench":
