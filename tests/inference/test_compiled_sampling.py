@@ -147,3 +147,20 @@ def test_cuda_graph_modes_predict_in_the_nodes_thread(model, mode, backend, cuda
                           trained, variants, CPU)
     assert setup.fast_path.cuda_graphs is cuda_graphs
     assert _ahead(setup) == (0 if cuda_graphs else 2)
+
+
+def test_channels_last_reaches_the_network_and_keeps_its_outputs(model):
+    """``evaluation.channels_last``: the wrapped network's convolution weights are stored NHWC (the layout the
+    setting asks for) and it still computes what the NCHW network computes."""
+    import copy
+
+    nhwc = copy.deepcopy(model)  # the module fixture stays NCHW for the other tests
+    wrapped = SamplingFastPath(True, compile_backend="aot_eager", channels_last=True).wrap(nhwc, 8)
+    convs = [p for p in nhwc.parameters() if p.ndim == 4 and p.shape[-1] > 1]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert not all(p.is_contiguous(memory_format=torch.channels_last)
+                   for p in model.parameters() if p.ndim == 4 and p.shape[-1] > 1)
+    x, image = torch.randn(5, 1, SIZE, SIZE), torch.rand(5, 2, SIZE, SIZE)
+    t = torch.tensor([0, 10, 100, 500, 999])
+    with torch.no_grad():
+        np.testing.assert_allclose(wrapped(x, t, image).numpy(), model(x, t, image).numpy(), rtol=0, atol=1e-5)
