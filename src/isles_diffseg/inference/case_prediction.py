@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,29 +117,9 @@ def predict_cases(
         yield _finish(opened.popleft(), fusion, uncertainty_kind)
 
 
-def predict_case(
-    model: nn.Module | FixedBatchModel,
-    store: SliceStore,
-    case_id: str,
-    *,
-    kind: str,
-    diffusion: GaussianDiffusion | None,
-    sampler: SamplerConfig | None,
-    device: torch.device,
-    members: int = 1,
-    fusion: str = "mean",
-    uncertainty_kind: str = "variance",
-    batch_size: int = 64,
-    amp_dtype: torch.dtype | None = None,
-    seed: int | None = None,
-    generator: torch.Generator | None = None,
-) -> CasePrediction:
-    """One case (:func:`predict_cases`); ``generator`` is accepted for its seed (``initial_seed``) only."""
-    if seed is None:
-        seed = generator.initial_seed() if generator is not None else 0
-    return next(predict_cases(model, store, [case_id], kind=kind, diffusion=diffusion, sampler=sampler, device=device,
-                              members=members, fusion=fusion, uncertainty_kind=uncertainty_kind,
-                              batch_size=batch_size, amp_dtype=amp_dtype, seed=seed))
+def predict_case(model: nn.Module | FixedBatchModel, store: SliceStore, case_id: str, **options: Any) -> CasePrediction:
+    """One case: :func:`predict_cases` of ``[case_id]``, with the same keyword options."""
+    return next(predict_cases(model, store, [case_id], **options))
 
 
 def _samples(store: SliceStore, case_ids: Sequence[str], members: int, device: torch.device, size: int,
