@@ -147,33 +147,23 @@ def _roles(work: Path, fold: int) -> pd.DataFrame:
     return assign_roles(pd.read_csv(work / "folds.csv"), test_fold=fold)
 
 
-def _score_case(job: tuple[str, str, np.ndarray, dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
-    """One case's metrics in a pool worker (the ground truth is read there, not shipped)."""
-    from isles_diffseg.data.orientation import NativeGeometry
-    from isles_diffseg.evaluation.case_metrics import case_metrics
-    from isles_diffseg.evaluation.native_grid import read_native_mask
-
-    case_id, label, mask, meta = job
-    gt, spacing = read_native_mask(meta["mask_file"])
-    return case_id, label, case_metrics(mask, gt, spacing, NativeGeometry.from_meta(meta))
-
-
 def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, Any]], sink: JsonlSink) -> None:
     """Native-grid ISLES'24 metrics of the best checkpoint on the test fold, for each sampling setting.
 
     As `kedro run --pipelines evaluation` does by default, the threshold is swept on the validation fold's
     cases (``evaluation.threshold``) and applied to the test fold; rows at the fixed 0.5 are kept beside it
-    (label ``<setting>`` vs ``<setting>@val``). Scoring runs in a process pool over cases.
+    (label ``<setting>`` vs ``<setting>@val``). Scoring runs in a process pool over cases (the pipeline's
+    :mod:`isles_diffseg.evaluation.case_scoring`); a mask two labels share is scored once.
     """
-    import multiprocessing
-
+    import nibabel as nib
     import torch
 
     from isles_diffseg.baselines.threshold_rule import remove_small_components
     from isles_diffseg.data.case_store import CaseStore
     from isles_diffseg.data.orientation import NativeGeometry
     from isles_diffseg.data.slice_store import SliceStore
-    from isles_diffseg.evaluation.native_grid import read_native_mask, to_native
+    from isles_diffseg.evaluation.case_scoring import ScoringTask, score_cases
+    from isles_diffseg.evaluation.native_grid import to_native
     from isles_diffseg.evaluation.threshold_selection import best_threshold, sweep_thresholds
     from isles_diffseg.evaluation.trained_model import load_trained_model
     from isles_diffseg.inference.case_prediction import predict_cases
@@ -193,7 +183,6 @@ def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, 
     candidates = yaml.safe_load((CONF / "base" / "parameters_evaluation.yml").read_text())["evaluation"][
         "threshold"]["candidates"]
     workers = max(1, min(len(test_cases) * 2, (os.cpu_count() or 2) // 2))
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     for setting in settings if trained.kind == "diffusion" else [{"respacing": None, "members": 1}]:
         variant = {**trained.config.diffusion, **({"respacing": setting["respacing"]} if setting["respacing"] else {})}
         diffusion = build_diffusion(variant) if trained.kind == "diffusion" else None
@@ -213,29 +202,32 @@ def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, 
                                      {c: store.masks(store.case_rows(c)) for c in val_cases}, candidates)
             threshold, sweep_rows = best_threshold(sweep), sweep.to_dict("records")
         val_seconds = time.perf_counter() - started
-        jobs = []
+        thresholds = {"": 0.5, "@val": threshold}
+        tasks, names = [], []  # names[i]: the settings task i's metrics are reported under
         for prediction in predictions(test_cases):
             case_id = prediction.case_id
             meta = metas[case_id]
             native = NativeGeometry.from_meta(meta)
-            spacing = read_native_mask(meta["mask_file"])[1]
-            for suffix, value in (("", 0.5), ("@val", threshold)):
+            spacing = tuple(float(z) for z in nib.load(meta["mask_file"]).header.get_zooms()[:3])
+            for value in sorted(set(thresholds.values())):
                 pred = to_native(case_id, prediction.probability, prediction.uncertainty, store.geometry(case_id),
                                  native, value).mask
                 # beside it, the mask without components under 1 mL (as the Tmax rule does): how much of the
                 # lesion-F1 gap is scattered small blobs
-                jobs += [(case_id, label + suffix, pred, meta),
-                         (case_id, f"{label}{suffix}+min1ml", remove_small_components(pred, spacing, 1.0).astype(np.uint8),
-                          meta)]
+                cleaned = remove_small_components(pred, spacing, 1.0).astype(np.uint8)
+                for mask, tail in ((pred, ""), (cleaned, "+min1ml")):
+                    tasks.append(ScoringTask(case_id, meta, mask, label, fold, str(work / "cases"), None))
+                    names.append([label + suffix + tail for suffix, v in thresholds.items() if v == value])
         predicted = time.perf_counter()
-        for case_id, name, row in pool.map(_score_case, jobs):
-            sink.write({"type": "test", "fold": fold, "step": trained.step, "case_id": case_id, "setting": name,
-                        "threshold": 0.5 if "@val" not in name else threshold, **row})
+        for settings_of_mask, row in zip(names, score_cases(tasks, workers), strict=True):
+            metrics = {k: v for k, v in row.items() if k not in ("method", "fold", "case_id")}
+            for name in settings_of_mask:
+                sink.write({"type": "test", "fold": fold, "step": trained.step, "case_id": row["case_id"],
+                            "setting": name, "threshold": threshold if "@val" in name else 0.5, **metrics})
         sink.write({"type": "test_time", "fold": fold, "setting": str(setting), "cases": len(test_cases),
                     "seconds": time.perf_counter() - started, "val_predict_s": val_seconds,
                     "test_predict_s": predicted - started - val_seconds, "scoring_s": time.perf_counter() - predicted,
                     "threshold": threshold, "sweep": sweep_rows})
-    pool.shutdown()
 
 
 def rule_metrics(work: Path, fold: int, sink: JsonlSink) -> None:
