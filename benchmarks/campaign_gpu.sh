@@ -15,7 +15,8 @@
 # mlflow_summary.json, campaign_gpu.tgz (both campaign folders: reports, tables, figures, plan, study db,
 # submitit job logs; each run's report.md/summary.json/case_metrics.csv; every command's log).
 #
-# Sized for one H200 within 9 minutes (the device's 10-minute command limit):
+# Sized for one H200 within 9 minutes (the device's 10-minute command limit); CAMPAIGN_GPU_CASES and
+# CAMPAIGN_GPU_STEPS shrink it further (each run costs ~60 s of start-up whatever its length):
 # - data: 16 synthetic cases of the realistic head and lesion model at half its in-plane resolution
 #   (256 x 256-316 at 0.80-0.90 mm) and 4 mm slices (32-50), sliced to 256 px. Ingestion is serial and costs
 #   ~7 s per full-size realistic case (README), which 16 cases could not afford here.
@@ -82,7 +83,7 @@ synthetic:
   profile: campaign_gpu
   profiles:
     campaign_gpu:        # the realistic profile's head at half its in-plane resolution, 4 mm slices
-      n_cases: 16
+      n_cases: ${CAMPAIGN_GPU_CASES:-16}
       shape_x: 256
       shape_y: [256, 316]
       n_slices: [32, 50]
@@ -100,7 +101,7 @@ cat >> "$project/conf/local/parameters_training.yml" <<EOF
   batch_size: $batch
   val_interval: $(( steps / 2 ))
   checkpoint_interval: $(( steps / 2 ))
-  log_interval: $(( steps >= 100 ? 25 : 3 ))
+  log_interval: $(( steps >= 100 ? 25 : (steps >= 40 ? 10 : 3) ))
   fast_path: false
 EOF
 cat > "$project/conf/local/parameters_slicing.yml" <<EOF
