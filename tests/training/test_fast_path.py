@@ -104,3 +104,25 @@ def test_the_compile_backend_setting_reaches_torch_compile(tmp_path):
     with pytest.raises(Exception, match="Invalid backend: 'no_such_backend'"):
         _trainer(tmp_path, True, backend="no_such_backend")
     _trainer(tmp_path / "eager", False, backend="no_such_backend")  # eager: the backend is never used
+
+
+def test_the_fast_path_validates_through_the_compiled_sampler_and_scores_as_eager_does(tmp_path):
+    fast = _trainer(tmp_path, True)
+    fast.fit()
+    evaluated = fast.ema.model  # evaluate_with_ema: the module validation samples with
+    graphs = evaluated.__dict__.get("_sampling_fast_path", {})
+    # one compiled wrapper, at the validation batch size, made by the validation inside fit() and reused after
+    assert [key[-1] for key in graphs] == [int(fast.config.recipe.get("val_batch_size", 64))]
+    compiled = fast.validate().per_case
+    assert len(evaluated.__dict__["_sampling_fast_path"]) == 1
+    fast.validation_fast_path = None  # the eager sampler, same weights, same keyed noise
+    eager = fast.validate().per_case
+    assert compiled["pred_pixels"].sum() > 0
+    np.testing.assert_allclose(compiled["dice_3d"], eager["dice_3d"], atol=1e-3)
+    np.testing.assert_allclose(compiled["pred_pixels"], eager["pred_pixels"], rtol=0.01)
+
+
+def test_the_eager_path_validates_with_the_uncompiled_model(tmp_path):
+    eager = _trainer(tmp_path, False)
+    eager.fit()
+    assert eager.validation_fast_path is None and "_sampling_fast_path" not in eager.ema.model.__dict__

@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.diffusion import mask_to_signal
+from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
 from isles_diffseg.inference.predict import AMP_DTYPES, SamplerConfig, build_diffusion
 from isles_diffseg.models import build_model
 from isles_diffseg.models.kinds import segmentation_logits
@@ -174,6 +175,12 @@ class Trainer:
             # self.model stays the uncompiled module: checkpoints, EMA and validation see plain parameter names
             self.train_model = torch.compile(self.train_model, backend=recipe.get("compile_backend", "inductor"))
             self.resident = self._resident_slices(train_rows)
+        # validation samples through the evaluation pipeline's compiled sampler (one graph for the validation
+        # batch, kept on the evaluated module across validations): eager DDIM sampling of the validation cases
+        # is what makes validation cost minutes on a GPU
+        self.validation_fast_path = (
+            SamplingFastPath(enabled=True, compile_backend=recipe.get("compile_backend", "inductor"))
+            if self.fast_path else None)
         self.checkpoints = CheckpointFolder(self.run_dir / "checkpoints", int(recipe.get("keep_last_checkpoints", 3)))
         self.step = 0
         self.best_metric: float | None = None
@@ -328,6 +335,7 @@ class Trainer:
             sampler=self.sampler_config, device=self.device, batch_size=int(recipe.get("val_batch_size", 64)),
             members=int(recipe.get("val_members", 1)), amp_dtype=self.amp_dtype,
             seed=self.config.seed + self.step, n_examples=n_examples if self.dist.is_main else 0,
+            fast_path=self.validation_fast_path,
         )
         gathered = gather_objects(result.per_case, self.dist)
         if not self.dist.is_main:
