@@ -15,12 +15,14 @@
 # mlflow_summary.json, campaign_gpu.tgz (both campaign folders: reports, tables, figures, plan, study db,
 # submitit job logs; each run's report.md/summary.json/case_metrics.csv; every command's log).
 #
-# Sized for one H200 within 9 minutes (the device's 10-minute command limit); CAMPAIGN_GPU_CASES and
-# CAMPAIGN_GPU_STEPS shrink it further (each run costs ~60 s of start-up whatever its length):
-# - data: 16 synthetic cases of the realistic head and lesion model at half its in-plane resolution
+# Sized for one H200 within 9 minutes (the device's 10-minute command limit: 547 s measured, 2026-12-01);
+# CAMPAIGN_GPU_CASES (10) and CAMPAIGN_GPU_STEPS (60) set the size. Each run costs ~50 s of start-up whatever
+# its length, so 4 runs of 200 steps on 16 cases (~800 s) do not fit one call; 60 steps check the machinery and
+# do not learn.
+# - data: CAMPAIGN_GPU_CASES synthetic cases of the realistic head and lesion model at half its in-plane resolution
 #   (256 x 256-316 at 0.80-0.90 mm) and 4 mm slices (32-50), sliced to 256 px. Ingestion is serial and costs
-#   ~7 s per full-size realistic case (README), which 16 cases could not afford here.
-# - each run: the isles24 recipe (16c MedSegDiff, x0 loss with Dice/BCE, bf16) for CAMPAIGN_GPU_STEPS (200)
+#   ~7 s per full-size realistic case (README), which 10 cases could not afford here.
+# - each run: the isles24 recipe (16c MedSegDiff, x0 loss with Dice/BCE, bf16) for CAMPAIGN_GPU_STEPS
 #   steps at batch 16, validation every half (so the pruner sees two reports), eager: the training and sampling
 #   fast paths compile for ~150 s per process (benchmarks/README.md), more than such a run trains, and every
 #   run of a campaign is a new process. Evaluation: 1 member, fixed threshold 0.5.
@@ -30,7 +32,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 smoke=${CAMPAIGN_GPU_SMOKE:-0}
 out=${OUT:-/tmp/campaign_gpu_out}
 work=${CAMPAIGN_GPU_WORK:-$(mktemp -d /tmp/campaign_gpu.XXXXXX)}
-deadline_s=${CAMPAIGN_GPU_DEADLINE_S:-$([ "$smoke" = 1 ] && echo 3600 || echo 560)}  # 560: time left to pack within 600 s
+deadline_s=${CAMPAIGN_GPU_DEADLINE_S:-$([ "$smoke" = 1 ] && echo 3600 || echo 540)}  # 540: time left to pack within 600 s
 mkdir -p "$out" "$work/logs"
 started=$(date +%s)
 exec > >(tee -a "$out/campaign_gpu.log") 2>&1
@@ -65,7 +67,7 @@ mkdir -p "$project/src" "$project/conf/local"
 cp -r "$repo/conf/base" "$project/conf/"
 cp "$repo/conf/logging.yml" "$repo/pyproject.toml" "$project/"
 [ -f "$repo/.telemetry" ] && cp "$repo/.telemetry" "$project/"
-steps=${CAMPAIGN_GPU_STEPS:-200}
+steps=${CAMPAIGN_GPU_STEPS:-60}
 if [ "$smoke" = 1 ]; then
   steps=${CAMPAIGN_GPU_STEPS:-12}
   cat > "$project/conf/local/parameters_synthetic.yml" <<EOF
@@ -83,7 +85,7 @@ synthetic:
   profile: campaign_gpu
   profiles:
     campaign_gpu:        # the realistic profile's head at half its in-plane resolution, 4 mm slices
-      n_cases: ${CAMPAIGN_GPU_CASES:-16}
+      n_cases: ${CAMPAIGN_GPU_CASES:-10}
       shape_x: 256
       shape_y: [256, 316]
       n_slices: [32, 50]
