@@ -83,6 +83,36 @@ def test_integer_buffers_are_copied_not_averaged():
     assert ema.model.running_mean.item() == pytest.approx(0.5 * 0.0 + 0.5 * 0.2)
 
 
+def test_the_average_follows_after_its_module_is_moved_to_channels_last():
+    # the compiled validation sampler may move the averaged module to channels_last, which gives every
+    # parameter new storage: later updates must land there, not in tensors taken before the move
+    model = nn.Conv2d(1, 2, 3)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = ExponentialMovingAverage(model, rate=0.5, warmup=False)
+    ema.model.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        model.weight.fill_(4.0)
+    ema.update(model)
+    assert torch.all(ema.model.weight == 2.0)
+
+
+def test_every_tensor_of_a_larger_model_is_averaged_exactly_as_one_lerp_each():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.GroupNorm(2, 4), nn.Conv2d(4, 1, 1), nn.BatchNorm2d(1))
+    ema = ExponentialMovingAverage(model, rate=0.9, warmup=False)
+    start = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+        model[3].running_var.fill_(3.0)
+        model[3].num_batches_tracked.fill_(7)
+    ema.update(model)
+    for name, value in model.state_dict().items():
+        expected = start[name].lerp(value, 0.1) if value.dtype.is_floating_point else value
+        assert torch.equal(ema.model.state_dict()[name], expected), name
+
+
 def test_rate_outside_zero_one_is_rejected():
     for rate in (-0.1, 1.0):
         with pytest.raises(ValueError, match="EMA rate must be in"):

@@ -30,14 +30,26 @@ class ExponentialMovingAverage:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         rate = self.current_rate()
-        ema_state = self.model.state_dict()
-        for name, value in model.state_dict().items():
-            target = ema_state[name]
+        # one multi-tensor lerp (as torch.optim.swa_utils does) instead of a kernel per tensor (450 for the 16c
+        # MedSegDiff) and two state_dict rebuilds per step. The lists are cheap and rebuilt each time: tensors
+        # taken once (e.g. state_dict's detached views) would go stale when a module moves to channels_last.
+        averaged, latest = [], []
+        for target, value in zip(self._tensors(self.model), self._tensors(model), strict=True):
             if value.dtype.is_floating_point:
-                target.lerp_(value.detach().to(target.dtype), 1.0 - rate)
+                averaged.append(target)
+                latest.append(value.detach().to(target.dtype))
             else:
                 target.copy_(value)
+        if averaged:
+            torch._foreach_lerp_(averaged, latest, 1.0 - rate)
         self.updates += 1
+
+    @staticmethod
+    def _tensors(model: nn.Module) -> list[torch.Tensor]:
+        """What ``state_dict`` holds (parameters, then persistent buffers), in a fixed order, without building it."""
+        buffers = [b for module in model.modules() for name, b in module.named_buffers(recurse=False)
+                   if name not in module._non_persistent_buffers_set]
+        return [*model.parameters(), *buffers]
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "updates": self.updates, "rate": self.rate, "warmup": self.warmup}
