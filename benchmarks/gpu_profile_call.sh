@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Issue 10's "profile first", in one device call: where a training step (the real trainer path) and a DDIM
+# network call of the 16c MedSegDiff spend the GPU's time, eager and fast path side by side (gpu_profile.py).
+#   device tool: command `bash benchmarks/gpu_profile_call.sh`, carry [".whl"] (nibabel, monai and
+#   connected-components-3d wheels, as for benchmarks/learning/gpu_call.sh); PROFILE_MODELS="16c 32c_simple"
+#   adds models (each ~4 more minutes, most of it compilation).
+# Expected on one H200: data ~20 s, eager runs ~30 s, compilation ~150 s (training) + ~75 s (sampling).
+# $OUT gets profile.json (per run: ms per step, device-busy fraction, kernel time by operator family, top
+# kernels) and profile_tables.tgz (the profiler's operator tables).
+set -euo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/nibabel-*.whl .whl/monai-*.whl \
+  .whl/connected_components_3d-*.whl 2>&1 | grep -v WARNING || true
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+out=${OUT:-/tmp/out}; mkdir -p "$out"
+trap 'cd "$out" && ls profile_*.txt >/dev/null 2>&1 && tar czf profile_tables.tgz profile_*.txt && rm -f profile_*.txt' EXIT
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 benchmarks/learning/driver.py prepare --work /tmp/prof --cases 8 --workers "$(nproc)"
+timeout "${PROFILE_TIMEOUT_S:-500}" python3 benchmarks/gpu_profile.py --store /tmp/prof/slices --out "$out" \
+  --models ${PROFILE_MODELS:-16c} --modes eager fast
