@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import build_tiny_slice_store
 
 from isles_diffseg.config.variants import load_variant_group
@@ -126,3 +127,38 @@ def test_the_eager_path_validates_with_the_uncompiled_model(tmp_path):
     eager = _trainer(tmp_path, False)
     eager.fit()
     assert eager.validation_fast_path is None and "_sampling_fast_path" not in eager.ema.model.__dict__
+
+
+def _training_parameters(project: Path, runtime_params: dict | None = None) -> dict:
+    from kedro.framework.project import settings
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    loader = settings.CONFIG_LOADER_CLASS(conf_source=str(project / "conf"), runtime_params=runtime_params or {},
+                                          **settings.CONFIG_LOADER_ARGS)
+    return loader["parameters"]["training"]
+
+
+def _paths_taken(project: Path, tmp_path: Path, runtime_params: dict | None = None) -> tuple:
+    """What a Trainer built from the project's merged parameters (as the training node builds it) compiles."""
+    store, folds = build_tiny_slice_store(tmp_path / "slices")
+    training = _training_parameters(project, runtime_params)
+    config = resolve_run_config({**training, "run_name": "settings", "device": "cpu"}, VARIANTS,
+                                image_channels=store.image_channels, image_size=store.image_size)
+    rows, _ = training_rows(store, folds)
+    trainer = Trainer(config, store, rows, ["sub-stroke0005"], tmp_path / "run", show_progress=False)
+    validation = trainer.validation_fast_path
+    return (trainer.fast_path, isinstance(trainer.train_model, torch._dynamo.eval_frame.OptimizedModule),
+            None if validation is None else validation.compile_backend)
+
+
+def test_the_fast_path_switch_and_backend_take_effect_from_params_and_conf_local(project_copy, tmp_path):
+    # the default (auto) on a CPU: eager training and eager validation
+    assert _paths_taken(project_copy, tmp_path / "a") == (False, False, None)
+    wanted = {"training": {"fast_path": True, "compile_backend": "aot_eager"}}
+    assert _paths_taken(project_copy, tmp_path / "b", wanted) == (True, True, "aot_eager")
+
+    (project_copy / "conf/local/parameters_training.yml").write_text(yaml.safe_dump(wanted))
+    assert _paths_taken(project_copy, tmp_path / "c") == (True, True, "aot_eager")
+    # --params wins over conf/local
+    assert _paths_taken(project_copy, tmp_path / "d", {"training": {"fast_path": False}}) == (False, False, None)
