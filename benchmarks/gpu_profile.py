@@ -23,6 +23,7 @@ import argparse
 import json
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
+from compile_cache import carry  # noqa: E402
 from gpu_suite import BENCH_MODELS, CONF, SAMPLE_MODELS, _sample_batches, _sync, _trainer  # noqa: E402
 
 # operator families, first match wins (aten operator names and the profiler's own region names)
@@ -142,6 +144,7 @@ def main() -> None:
 
     from isles_diffseg.data.slice_store import SliceStore
 
+    carry("profile")  # COMPILE_CACHE_DIR: graphs an earlier device call compiled, and this run's for the next
     device = torch.device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +157,7 @@ def main() -> None:
                 fast = mode == "fast"
                 if what == "train":
                     prof, seconds, info = profile_training(store, key, fast, args.steps, args.warmup, device,
-                                                           out / "profile_runs")
+                                                           Path(tempfile.mkdtemp(prefix="profile_runs")))
                     steps = args.steps
                 else:
                     prof, seconds, info = profile_sampling(key, fast, args.sample_steps, args.sample_batch,

@@ -6,13 +6,19 @@
 #   adds models (each ~4 more minutes, most of it compilation).
 # Expected on one H200: data ~20 s, eager runs ~30 s, compilation ~150 s (training) + ~75 s (sampling).
 # $OUT gets profile.json (per run: ms per step, device-busy fraction, kernel time by operator family, top
-# kernels) and profile_tables.tgz (the profiler's operator tables).
+# kernels), profile_tables.tgz (the profiler's operator tables) and compile_cache.tgz (the compiled graphs, for
+# the next call: unpack into .compile_cache and carry it too; benchmarks/compile_cache.py).
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/nibabel-*.whl .whl/monai-*.whl \
   .whl/connected_components_3d-*.whl 2>&1 | grep -v WARNING || true
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/out}; mkdir -p "$out"
-trap 'cd "$out" && ls profile_*.txt >/dev/null 2>&1 && tar czf profile_tables.tgz profile_*.txt && rm -f profile_*.txt' EXIT
+export COMPILE_CACHE_DIR=$PWD/.compile_cache; mkdir -p "$COMPILE_CACHE_DIR"  # benchmarks/compile_cache.py
+pack() {
+  (cd "$out" && ls profile_*.txt >/dev/null 2>&1 && tar czf profile_tables.tgz profile_*.txt && rm -f profile_*.txt)
+  ls "$COMPILE_CACHE_DIR"/*.bin >/dev/null 2>&1 && tar czf "$out/compile_cache.tgz" -C "$COMPILE_CACHE_DIR" . || true
+}
+trap pack EXIT
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 benchmarks/learning/driver.py prepare --work /tmp/prof --cases 8 --workers "$(nproc)"
 timeout "${PROFILE_TIMEOUT_S:-500}" python3 benchmarks/gpu_profile.py --store /tmp/prof/slices --out "$out" \

@@ -386,7 +386,11 @@ def main() -> None:
     elif args.command == "sweep":
         sweep(args.work, args.plan, args.out, args.deadline_s, args.only)
     else:
-        run_arm(args.work, json.loads(args.arm_json), args.out, args.env)
+        arm = json.loads(args.arm_json)
+        from compile_cache import carry
+
+        carry(arm["name"])  # COMPILE_CACHE_DIR: graphs an earlier device call compiled, and this arm's for the next
+        run_arm(args.work, arm, args.out, args.env)
 
 
 if __name__ == "__main__":

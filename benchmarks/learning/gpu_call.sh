@@ -3,11 +3,16 @@
 #   bash benchmarks/learning/gpu_call.sh benchmarks/learning/plans/sweep.yml [deadline_s] [cases]
 # Needs the nibabel, monai and connected-components-3d wheels in .whl (carried): python3 -m pip download --no-deps --only-binary=:all: \
 #   --python-version 3.12 --platform manylinux2014_x86_64 -d .whl nibabel==5.4.2 monai==1.6.1 connected-components-3d==4.1.1 (add --platform manylinux_2_28_x86_64)
+# $OUT: curves.jsonl, gpu_util.log, logs.tgz (each arm's log), compile_cache.tgz (see benchmarks/compile_cache.py)
 set -euo pipefail
 plan=$1; deadline=${2:-420}; cases=${3:-40}
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/nibabel-*.whl .whl/monai-*.whl .whl/connected_components_3d-*.whl 2>&1 | grep -v WARNING || true
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/out}; mkdir -p "$out"
+# compiled graphs from the last call (carry .compile_cache: unpack its compile_cache.tgz there), and this call's
+# for the next one (benchmarks/compile_cache.py)
+export COMPILE_CACHE_DIR=$PWD/.compile_cache; mkdir -p "$COMPILE_CACHE_DIR"
+trap 'ls "$COMPILE_CACHE_DIR"/*.bin >/dev/null 2>&1 && tar czf "$out/compile_cache.tgz" -C "$COMPILE_CACHE_DIR" .' EXIT
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 start=$(date +%s)
@@ -15,4 +20,4 @@ python3 benchmarks/learning/driver.py prepare --work /tmp/learn --cases "$cases"
 (while sleep 30; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; done) > "$out/gpu_util.log" &
 python3 benchmarks/learning/driver.py sweep --work /tmp/learn --plan "$plan" --out "$out/curves.jsonl" --deadline-s "$deadline" ${ONLY:+--only $ONLY}
 echo "call wall: $(( $(date +%s) - start )) s"
-tar czf "$out/logs.tgz" -C "$out" curves_logs
+tar czf "$out/logs.tgz" -C "$out" curves_logs && rm -r "$out/curves_logs"  # the device returns 8 files at most
