@@ -9,8 +9,8 @@
 # kernels), profile_tables.tgz (the profiler's operator tables) and compile_cache.tgz (the compiled graphs, for
 # the next call: unpack into .compile_cache and carry it too; benchmarks/compile_cache.py).
 set -euo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/nibabel-*.whl .whl/monai-*.whl \
-  .whl/connected_components_3d-*.whl 2>&1 | grep -v WARNING || true
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${WHEELS:-.whl}"/nibabel-*.whl "${WHEELS:-.whl}"/monai-*.whl \
+  "${WHEELS:-.whl}"/connected_components_3d-*.whl 2>&1 | grep -v WARNING || true
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 export COMPILE_CACHE_DIR=$PWD/.compile_cache; mkdir -p "$COMPILE_CACHE_DIR"  # benchmarks/compile_cache.py

@@ -3,10 +3,11 @@
 #   bash benchmarks/learning/gpu_call.sh benchmarks/learning/plans/sweep.yml [deadline_s] [cases]
 # Needs the nibabel, monai and connected-components-3d wheels in .whl (carried): python3 -m pip download --no-deps --only-binary=:all: \
 #   --python-version 3.12 --platform manylinux2014_x86_64 -d .whl nibabel==5.4.2 monai==1.6.1 connected-components-3d==4.1.1 (add --platform manylinux_2_28_x86_64)
-# $OUT: curves.jsonl, gpu_util.log, logs.tgz (each arm's log), compile_cache.tgz (see benchmarks/compile_cache.py)
+# $OUT: curves.jsonl, gpu_util.log, logs.tgz (each arm's log), compile_cache.tgz (see benchmarks/compile_cache.py).
+# WHEELS=.whl_min (the three wheels alone, 9.5 MiB) leaves room within the 64 MiB a call carries for .compile_cache.
 set -euo pipefail
 plan=$1; deadline=${2:-420}; cases=${3:-40}
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/nibabel-*.whl .whl/monai-*.whl .whl/connected_components_3d-*.whl 2>&1 | grep -v WARNING || true
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${WHEELS:-.whl}"/nibabel-*.whl "${WHEELS:-.whl}"/monai-*.whl "${WHEELS:-.whl}"/connected_components_3d-*.whl 2>&1 | grep -v WARNING || true
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 # compiled graphs from the last call (carry .compile_cache: unpack its compile_cache.tgz there), and this call's
