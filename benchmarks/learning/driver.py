@@ -152,7 +152,9 @@ def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, 
 
     As `kedro run --pipelines evaluation` does by default, the threshold is swept on the validation fold's
     cases (``evaluation.threshold``) and applied to the test fold; rows at the fixed 0.5 are kept beside it
-    (label ``<setting>`` vs ``<setting>@val``). Scoring runs in a process pool over cases (the pipeline's
+    (label ``<setting>`` vs ``<setting>@val``); ``+min1ml`` rows drop components under 1 mL, as the pipeline
+    does by default since ``evaluation.min_component_ml`` (``<setting>@val+min1ml`` is what ``kedro run``
+    reports; before that it was ``<setting>@val``). Scoring runs in a process pool over cases (the pipeline's
     :mod:`isles_diffseg.evaluation.case_scoring`); a mask two labels share is scored once.
     """
     import nibabel as nib

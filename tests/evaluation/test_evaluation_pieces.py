@@ -45,6 +45,29 @@ def test_native_write_back_keeps_the_case_affine_and_grid():
     assert images["c_pred"].get_data_dtype() == np.uint8
 
 
+def test_components_under_the_minimum_volume_leave_the_mask_but_not_the_probability_map():
+    # native voxels of 1 x 2 x 4 mm = 8 uL: the 5 x 5 x 5 block holds 125 voxels = 1.0 mL, the 2 x 2 x 1 blob
+    # 4 voxels = 0.032 mL; the voxel size is the affine's (diagonal with a flip, as the header's zooms)
+    affine = np.diag([-1.0, 2.0, 4.0, 1.0])
+    native = NativeGeometry(affine, (20, 20, 8))
+    truth = np.zeros((20, 20, 8), np.uint8)
+    truth[2:7, 2:7, 1:6] = 1
+    blob = np.zeros_like(truth)
+    blob[15:17, 15:17, 3] = 1
+    canonical = native.to_canonical(truth | blob)
+    geometry = SliceGeometry.plan(canonical.shape, 20)  # no resampling
+    prob = mask_to_slices(canonical, geometry).astype(np.float32) * 0.9
+    kept_all = to_native("c", prob, np.zeros_like(prob), geometry, native, threshold=0.5)
+    np.testing.assert_array_equal(kept_all.mask, truth | blob)
+    for minimum in (0.05, 0.99):  # the blob is under both; the 1 mL block stays
+        filtered = to_native("c", prob, np.zeros_like(prob), geometry, native, 0.5, min_component_ml=minimum)
+        np.testing.assert_array_equal(filtered.mask, truth)
+        np.testing.assert_array_equal(filtered.probability, kept_all.probability)
+    gone = to_native("c", prob, np.zeros_like(prob), geometry, native, 0.5, min_component_ml=1.01)
+    assert not gone.mask.any()
+    assert native.zooms() == (1.0, 2.0, 4.0)
+
+
 def test_run_scoped_dataset_writes_one_folder_per_run_and_loads_the_run_it_saved(tmp_path):
     runs = {"path": str(tmp_path / "runs")}
     dataset = RunScopedDataset(str(tmp_path), "summary.json", {"type": "json.JSONDataset"}, latest_of=runs)

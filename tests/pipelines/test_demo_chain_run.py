@@ -14,6 +14,8 @@ import pytest
 from conftest import PROJECT_ROOT, run_kedro
 from nbclient import NotebookClient
 
+from isles_diffseg.baselines.threshold_rule import remove_small_components
+
 pytestmark = pytest.mark.slow
 
 TINY = {
@@ -22,7 +24,9 @@ TINY = {
     "slicing": {"image_size": 32},
     "training": {"recipe": "train_test_tiny", "run_name": "tiny_diffusion"},
     "unet_baseline": {"training": {"recipe": "train_test_tiny", "run_name": "tiny_unet"}},
-    "evaluation": {"members": 2, "threshold": {"mode": "sweep", "candidates": [0.3, 0.5]}},
+    # min_component_ml: every component of the 6-step model's masks is smaller, so the written masks must be
+    # empty where the thresholded probability maps are not (the setting reaches the prediction node)
+    "evaluation": {"members": 2, "threshold": {"mode": "sweep", "candidates": [0.3, 0.5]}, "min_component_ml": 1e5},
 }
 
 
@@ -40,12 +44,22 @@ def test_default_pipeline_runs_end_to_end_and_tracks_everything_in_mlflow(projec
     folds = pd.read_csv(project_copy / "data/05_model_input/case_folds.csv")
     test_cases = sorted(folds.loc[folds["fold"] == 0, "case_id"])  # data.fold (default 0) is the test fold
     predictions = project_copy / "data/07_model_output/tiny_diffusion"
+    threshold = json.loads((project_copy / "data/08_reporting/tiny_diffusion/threshold_selection.json").read_text())[
+        "threshold"]
+    filtered_cases = 0
     for case_id in test_cases:
         pred = nib.load(str(predictions / f"{case_id}_pred.nii.gz"))
         source = nib.load(str(next((project_copy / "data/01_raw/isles24_synthetic/derivatives").glob(
             f"{case_id}/ses-02/*lesion-msk.nii.gz"))))
         assert pred.shape == source.shape and np.allclose(pred.affine, source.affine)
         assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
+        # the mask is the thresholded probability map without its components under evaluation.min_component_ml
+        thresholded = np.asarray(nib.load(str(predictions / f"{case_id}_prob.nii.gz")).dataobj) >= threshold
+        expected = remove_small_components(thresholded, pred.header.get_zooms()[:3], 1e5)
+        np.testing.assert_array_equal(np.asarray(pred.dataobj).astype(bool), expected)
+        filtered_cases += int((expected != thresholded).any())
+    assert filtered_cases > 0
+    assert "under 100000 mL removed" in (project_copy / "data/08_reporting/tiny_diffusion/report.md").read_text()
 
     report_dir = project_copy / "data/08_reporting/tiny_diffusion"
     metrics = pd.read_csv(report_dir / "case_metrics.csv")

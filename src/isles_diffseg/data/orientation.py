@@ -51,5 +51,9 @@ class NativeGeometry:
     def canonical_affine(self) -> np.ndarray:
         return self.affine @ ornt.inv_ornt_aff(self._to_ras(), self.shape)
 
+    def zooms(self) -> tuple[float, float, float]:
+        """Voxel size (mm) along the native axes, from the affine (what the NIfTI header's zooms hold)."""
+        return tuple(float(z) for z in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
     def canonical_zooms(self) -> tuple[float, float, float]:
         return tuple(float(z) for z in np.sqrt((self.canonical_affine()[:3, :3] ** 2).sum(axis=0)))

@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from isles_diffseg.baselines.threshold_rule import remove_small_components
 from isles_diffseg.data.orientation import NativeGeometry
 from isles_diffseg.data.slicing import SliceGeometry, slices_to_volume
 
@@ -41,16 +42,21 @@ def to_native(
     slice_geometry: SliceGeometry,
     native: NativeGeometry,
     threshold: float,
+    min_component_ml: float = 0.0,
 ) -> NativePrediction:
     """Resample (Z, S, S) slice-grid maps to the canonical volume, then undo the reorientation.
 
     The mask is the thresholded native-grid probability (so it is as smooth as the probability map),
-    not a nearest-neighbour upsampling of a low-resolution mask.
+    not a nearest-neighbour upsampling of a low-resolution mask, without its connected components under
+    ``min_component_ml`` mL at the native voxel size (0: all kept). The probability map is left as predicted.
     """
     prob = native.to_native(np.clip(slices_to_volume(probability, slice_geometry), 0.0, 1.0))
     spread = native.to_native(np.clip(slices_to_volume(uncertainty, slice_geometry), 0.0, None))
-    return NativePrediction(case_id, (prob >= threshold).astype(np.uint8), prob.astype(np.float32),
-                            spread.astype(np.float32), native.affine)
+    mask = prob >= threshold
+    if min_component_ml > 0:
+        mask = remove_small_components(mask, native.zooms(), min_component_ml)
+    return NativePrediction(case_id, mask.astype(np.uint8), prob.astype(np.float32), spread.astype(np.float32),
+                            native.affine)
 
 
 def read_native_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:

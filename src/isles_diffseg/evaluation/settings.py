@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class EvaluationSetup:
     seed: int
     fast_path: SamplingFastPath = field(default_factory=SamplingFastPath)
     prefetch_cases: int = 0
+    min_component_ml: float = 0.0
 
 
 def resolve_setup(evaluation: Mapping[str, Any], trained: TrainedModel, variants: Mapping[str, Any],
@@ -58,7 +60,21 @@ def resolve_setup(evaluation: Mapping[str, Any], trained: TrainedModel, variants
         batch_size=int(evaluation.get("batch_size", 64)), seed=int(evaluation.get("seed", 0)),
         fast_path=SamplingFastPath.from_settings(evaluation, device),
         prefetch_cases=int(evaluation.get("prefetch_cases", 2)),
+        min_component_ml=min_component_ml(evaluation.get("min_component_ml", 0.0)),
     )
+
+
+def min_component_ml(setting: Any) -> float:
+    """``evaluation.min_component_ml``: a model's native-grid mask loses its connected components under this
+    volume (mL), as the Tmax rule's masks do (``baselines.min_component_ml``); 0 keeps every component."""
+    try:
+        value = float(setting)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(setting, bool) or not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"evaluation.min_component_ml must be a volume in mL >= 0 (0: keep every component), "
+                         f"got {setting!r}")
+    return value
 
 
 # Below this many native voxels in all, scoring is done in this process under ``auto``: starting a pool

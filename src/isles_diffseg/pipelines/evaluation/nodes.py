@@ -42,7 +42,12 @@ from isles_diffseg.evaluation.report import (
     to_markdown,
     volume_figure,
 )
-from isles_diffseg.evaluation.settings import EvaluationSetup, resolve_setup, scoring_workers
+from isles_diffseg.evaluation.settings import (
+    EvaluationSetup,
+    min_component_ml,
+    resolve_setup,
+    scoring_workers,
+)
 from isles_diffseg.evaluation.threshold_selection import best_threshold, sweep_thresholds
 from isles_diffseg.evaluation.trained_model import TrainedModel, check_compatible, check_split
 from isles_diffseg.inference.background import in_background
@@ -219,7 +224,7 @@ def predict_cases(training_run: TrainedRun | ExternalPredictions, selection: dic
         case_id = prediction.case_id
         native = NativeGeometry.from_meta(metas[case_id])
         images = to_native(case_id, prediction.probability, prediction.uncertainty, store.geometry(case_id), native,
-                           float(selection["threshold"])).images()
+                           float(selection["threshold"]), setup.min_component_ml).images()
         resampling += time.perf_counter() - mark
         # batched across cases and made ahead of the write-back: the time since the last case was handed over
         logger.info("Predicted %s in %.1f s", case_id, time.perf_counter() - since)
@@ -278,6 +283,8 @@ def build_report(case_table: pd.DataFrame, selection: dict[str, Any], prediction
         "fold": split.get("test_fold"), "val_fold": split.get("val_fold"), "n_folds": split.get("n_folds"),
         "data_root": ", ".join(roots) or None, "threshold": float(selection["threshold"]),
         "threshold_mode": selection["mode"],
+        "min_component_ml": 0.0 if selection.get("kind") == "external" else min_component_ml(
+            evaluation.get("min_component_ml", 0.0)),
         "sampling": trained_sampling or f"{evaluation.get('members', 5)} members, {evaluation.get('fusion', 'mean')} "
                                         f"fusion, {evaluation.get('diffusion') or 'the run’s diffusion variant'}",
     }

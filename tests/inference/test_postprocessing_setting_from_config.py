@@ -1,0 +1,62 @@
+"""`evaluation.min_component_ml` takes effect from conf/base, `--params` and `conf/local`, and bad values are refused.
+
+The evaluation nodes build their setup with :func:`resolve_setup`; the prediction node hands its
+``min_component_ml`` to :func:`to_native` (tests/evaluation/test_evaluation_pieces.py shows what that removes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_compiled_sampling import _trained
+from tiny_sampling import model_fixture  # noqa: F401 (fixture)
+
+from isles_diffseg.evaluation.report import markdown_report
+from isles_diffseg.evaluation.settings import min_component_ml, resolve_setup
+
+CPU = torch.device("cpu")
+
+
+def _evaluation_parameters(project: Path, runtime_params: dict | None = None) -> dict:
+    from kedro.framework.project import settings
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    loader = settings.CONFIG_LOADER_CLASS(conf_source=str(project / "conf"), runtime_params=runtime_params or {},
+                                          **settings.CONFIG_LOADER_ARGS)
+    return loader["parameters"]["evaluation"]
+
+
+def _minimum(project: Path, model, runtime_params: dict | None = None) -> float:
+    trained, variants = _trained(model)
+    return resolve_setup(_evaluation_parameters(project, runtime_params), trained, variants, CPU).min_component_ml
+
+
+def test_the_minimum_component_volume_from_conf_base_params_and_conf_local(project_copy, model):
+    assert _minimum(project_copy, model) == 1.0  # conf/base: as the Tmax rules' masks
+    assert _minimum(project_copy, model, {"evaluation": {"min_component_ml": 0}}) == 0.0
+    (project_copy / "conf/local/parameters_evaluation.yml").write_text(
+        yaml.safe_dump({"evaluation": {"min_component_ml": 2.5}}))
+    assert _minimum(project_copy, model) == 2.5
+    assert _minimum(project_copy, model, {"evaluation": {"min_component_ml": 0.5}}) == 0.5  # --params wins
+
+
+@pytest.mark.parametrize("bad", [-1, "one", None, float("nan"), True])
+def test_a_bad_minimum_is_refused_naming_the_setting(bad):
+    with pytest.raises(ValueError, match=r"evaluation.min_component_ml must be a volume in mL >= 0"):
+        min_component_ml(bad)
+
+
+def test_the_report_says_whether_the_masks_were_filtered():
+    import pandas as pd
+
+    cases = pd.DataFrame({"method": ["r"], "case_id": ["c"], "dice": [0.5], "abs_volume_diff_ml": [1.0],
+                          "abs_lesion_count_diff": [0], "lesion_f1": [1.0], "gt_volume_ml": [2.0],
+                          "pred_volume_ml": [3.0]})
+    details = {"n_cases": 1, "split": "test", "fold": 0, "data_root": "d", "threshold": 0.5, "threshold_mode": "fixed",
+               "sampling": "5 members"}
+    assert "under 1 mL removed" in markdown_report("r", pd.DataFrame(), cases, {**details, "min_component_ml": 1.0})
+    assert "No post-processing" in markdown_report("r", pd.DataFrame(), cases, {**details, "min_component_ml": 0.0})
