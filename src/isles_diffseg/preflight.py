@@ -4,7 +4,8 @@ The slice size must suit every model the parameters name (``training.model`` and
 ``<ns>.training.model``, e.g. the demo's UNet baseline): each model downsamples the image by a fixed
 factor, so ``slicing.image_size`` must be a multiple of it. Without this check a size such as 63
 passes ingestion and slicing (minutes to hours on the real release) and only fails when training
-builds the model.
+builds the model. Likewise the evaluation settings are read only after training: a misspelt one is
+refused before ``kedro run --pipelines training,evaluation`` trains for hours.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Pipeline
 
+from isles_diffseg.evaluation.settings import min_component_ml, scoring_workers
+from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
 from isles_diffseg.models import check_image_size
 
 
@@ -41,14 +45,39 @@ def check_slicing_settings(params: Mapping[str, Any]) -> None:
                              hint=f"or set {prefix}.model to the model these slices are for")
 
 
+def check_evaluation_settings(params: Mapping[str, Any]) -> None:
+    """``evaluation`` (and a namespaced ``<ns>.evaluation``): the values the evaluation nodes would refuse."""
+    blocks = {"evaluation": params.get("evaluation")} | {
+        f"{ns}.evaluation": value["evaluation"] for ns, value in params.items()
+        if isinstance(value, Mapping) and isinstance(value.get("evaluation"), Mapping)}
+    for prefix, evaluation in blocks.items():
+        if not isinstance(evaluation, Mapping):
+            continue
+        try:
+            min_component_ml(evaluation.get("min_component_ml", 0.0))
+            scoring_workers(evaluation.get("scoring_workers", "auto"), cases=1)
+            SamplingFastPath.from_settings(evaluation, torch.device("cpu"))  # fast_path, compile_mode
+            mode = (evaluation.get("threshold") or {}).get("mode", "sweep")
+            if mode not in ("fixed", "sweep"):
+                raise ValueError(f"evaluation.threshold.mode must be 'fixed' or 'sweep', got {mode!r}")
+        except ValueError as error:
+            raise ValueError(f"{error} (in {prefix}; refused before the run starts)") from error
+
+
 def _slices_in(pipeline: Pipeline) -> bool:
     return any("params:slicing" in node.inputs for node in pipeline.nodes)
 
 
+def _evaluates(pipeline: Pipeline) -> bool:
+    return any(i.startswith("params:") and i.endswith("evaluation") for node in pipeline.nodes for i in node.inputs)
+
+
 class PreflightHooks:
-    """Runs the checks above when a pipeline that slices is about to start (before its first node)."""
+    """Runs the checks above when a pipeline that slices or evaluates is about to start (before its first node)."""
 
     @hook_impl
     def before_pipeline_run(self, pipeline: Pipeline, catalog: Any) -> None:  # pluggy: a subset of the spec's arguments
         if _slices_in(pipeline):
             check_slicing_settings(catalog.load("parameters"))
+        if _evaluates(pipeline):
+            check_evaluation_settings(catalog.load("parameters"))

@@ -9,7 +9,7 @@ from conftest import write_tiny_case
 
 from isles_diffseg.config.variants import load_variant_group
 from isles_diffseg.models import IncompatibleImageSizeError
-from isles_diffseg.preflight import check_slicing_settings, training_blocks
+from isles_diffseg.preflight import check_evaluation_settings, check_slicing_settings, training_blocks
 from isles_diffseg.training.run_config import GROUP_OF_KEY, resolve_run_config
 
 CONF = Path(__file__).parents[2] / "conf" / "base"
@@ -55,3 +55,33 @@ def test_data_processing_with_an_image_size_the_model_cannot_take_stops_before_i
         session.run(pipeline_names=["data_processing"])  # the hook in settings.HOOKS stops it
     assert not (project_copy / "data/02_intermediate/cases").exists()
     assert not list((project_copy / "data/03_primary").iterdir())
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"min_component_ml": -1}, r"evaluation\.min_component_ml must be a volume in mL >= 0"),
+    ({"scoring_workers": 0}, r"evaluation\.scoring_workers must be auto or an integer >= 1"),
+    ({"compile_mode": "fastest"}, r"compile_mode must be one of"),
+    ({"fast_path": "yes"}, r"fast_path must be auto, true or false"),
+    ({"threshold": {"mode": "best"}}, r"evaluation\.threshold\.mode must be 'fixed' or 'sweep'"),
+])
+def test_bad_evaluation_settings_are_refused_naming_the_block(setting, message):
+    good = {"min_component_ml": 1.0, "scoring_workers": "auto", "fast_path": "auto", "compile_mode": "default",
+            "threshold": {"mode": "sweep"}}
+    check_evaluation_settings({"evaluation": good, "unet_baseline": {"evaluation": good}})
+    with pytest.raises(ValueError, match=message + r".*\(in evaluation; refused before the run starts\)"):
+        check_evaluation_settings({"evaluation": {**good, **setting}})
+    with pytest.raises(ValueError, match=r"\(in unet_baseline\.evaluation;"):
+        check_evaluation_settings({"evaluation": good, "unet_baseline": {"evaluation": {**good, **setting}}})
+
+
+def test_training_and_evaluation_with_a_bad_evaluation_setting_stop_before_the_first_node(project_copy):
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project_copy)
+    params = {"evaluation": {"min_component_ml": -1}}
+    # no slice store exists here: without the check the run would fail loading it, not on the setting
+    with (KedroSession.create(project_path=project_copy, runtime_params=params) as session,
+          pytest.raises(ValueError, match=r"evaluation\.min_component_ml must be .* refused before the run starts")):
+        session.run(pipeline_names=["training", "evaluation"])
+    assert not (project_copy / "data/06_models").exists() or not any((project_copy / "data/06_models").iterdir())
