@@ -66,7 +66,8 @@ def summarise(prof: profile, seconds: float, steps: int, device: torch.device, t
     ops = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
     families: dict[str, float] = {}
     for event in ops:
-        families[family(event.key)] = families.get(family(event.key), 0.0) + own_ms(event) / steps
+        label = family(event.key)
+        families[label] = families.get(label, 0.0) + own_ms(event) / steps
     kernels = [e for e in events if e.device_type != torch.autograd.DeviceType.CPU] if cuda else ops
     kernels = sorted(kernels, key=own_ms, reverse=True)[:top]
     busy_ms = sum(families.values())

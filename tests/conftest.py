@@ -109,6 +109,18 @@ def project_copy(tmp_path, monkeypatch) -> Path:
     return copy
 
 
+def project_parameters(project: Path, runtime_params: dict | None = None) -> dict:
+    """The parameters a `kedro run` of ``project`` sees: conf/base < conf/local < ``runtime_params`` (--params),
+    merged by the project's own config loader."""
+    from kedro.framework.project import settings
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    loader = settings.CONFIG_LOADER_CLASS(conf_source=str(project / "conf"), runtime_params=runtime_params or {},
+                                          **settings.CONFIG_LOADER_ARGS)
+    return loader["parameters"]
+
+
 def run_kedro(project: Path, pipeline: str, runtime_params: dict | None = None) -> None:
     """Run a registered pipeline through a real KedroSession (hooks, kedro-mlflow and all)."""
     import mlflow

@@ -157,7 +157,6 @@ def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, 
     reports; before that it was ``<setting>@val``). Scoring runs in a process pool over cases (the pipeline's
     :mod:`isles_diffseg.evaluation.case_scoring`); a mask two labels share is scored once.
     """
-    import nibabel as nib
     import torch
 
     from isles_diffseg.baselines.threshold_rule import remove_small_components
@@ -210,13 +209,14 @@ def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, 
             case_id = prediction.case_id
             meta = metas[case_id]
             native = NativeGeometry.from_meta(meta)
-            spacing = tuple(float(z) for z in nib.load(meta["mask_file"]).header.get_zooms()[:3])
+            # resampled once; each threshold then cuts the native-grid probability as to_native does
+            probability = to_native(case_id, prediction.probability, prediction.uncertainty, store.geometry(case_id),
+                                    native, 0.5).probability
             for value in sorted(set(thresholds.values())):
-                pred = to_native(case_id, prediction.probability, prediction.uncertainty, store.geometry(case_id),
-                                 native, value).mask
+                pred = (probability >= value).astype(np.uint8)
                 # beside it, the mask without components under 1 mL (as the Tmax rule does): how much of the
                 # lesion-F1 gap is scattered small blobs
-                cleaned = remove_small_components(pred, spacing, 1.0).astype(np.uint8)
+                cleaned = remove_small_components(pred, native.zooms(), 1.0).astype(np.uint8)
                 for mask, tail in ((pred, ""), (cleaned, "+min1ml")):
                     tasks.append(ScoringTask(case_id, meta, mask, label, fold, str(work / "cases"), None))
                     names.append([label + suffix + tail for suffix, v in thresholds.items() if v == value])

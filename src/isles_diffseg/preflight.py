@@ -17,7 +17,7 @@ import torch
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Pipeline
 
-from isles_diffseg.evaluation.settings import min_component_ml, scoring_workers
+from isles_diffseg.evaluation.settings import min_component_ml, scoring_workers, threshold_mode
 from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
 from isles_diffseg.models import check_image_size
 
@@ -57,9 +57,7 @@ def check_evaluation_settings(params: Mapping[str, Any]) -> None:
             min_component_ml(evaluation.get("min_component_ml", 0.0))
             scoring_workers(evaluation.get("scoring_workers", "auto"), cases=1)
             SamplingFastPath.from_settings(evaluation, torch.device("cpu"))  # fast_path, compile_mode
-            mode = (evaluation.get("threshold") or {}).get("mode", "sweep")
-            if mode not in ("fixed", "sweep"):
-                raise ValueError(f"evaluation.threshold.mode must be 'fixed' or 'sweep', got {mode!r}")
+            threshold_mode(evaluation)
         except ValueError as error:
             raise ValueError(f"{error} (in {prefix}; refused before the run starts)") from error
 

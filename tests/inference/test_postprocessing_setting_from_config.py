@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import project_parameters
 from test_compiled_sampling import _trained
 from tiny_sampling import model_fixture  # noqa: F401 (fixture)
 
@@ -21,13 +22,7 @@ CPU = torch.device("cpu")
 
 
 def _evaluation_parameters(project: Path, runtime_params: dict | None = None) -> dict:
-    from kedro.framework.project import settings
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(project)
-    loader = settings.CONFIG_LOADER_CLASS(conf_source=str(project / "conf"), runtime_params=runtime_params or {},
-                                          **settings.CONFIG_LOADER_ARGS)
-    return loader["parameters"]["evaluation"]
+    return project_parameters(project, runtime_params)["evaluation"]
 
 
 def _minimum(project: Path, model, runtime_params: dict | None = None) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import build_tiny_slice_store
+from conftest import build_tiny_slice_store, project_parameters
 
 from isles_diffseg.config.variants import load_variant_group
 from isles_diffseg.runtime import fast_path_enabled
@@ -129,20 +129,10 @@ def test_the_eager_path_validates_with_the_uncompiled_model(tmp_path):
     assert eager.validation_fast_path is None and "_sampling_fast_path" not in eager.ema.model.__dict__
 
 
-def _training_parameters(project: Path, runtime_params: dict | None = None) -> dict:
-    from kedro.framework.project import settings
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(project)
-    loader = settings.CONFIG_LOADER_CLASS(conf_source=str(project / "conf"), runtime_params=runtime_params or {},
-                                          **settings.CONFIG_LOADER_ARGS)
-    return loader["parameters"]["training"]
-
-
 def _paths_taken(project: Path, tmp_path: Path, runtime_params: dict | None = None) -> tuple:
     """What a Trainer built from the project's merged parameters (as the training node builds it) compiles."""
     store, folds = build_tiny_slice_store(tmp_path / "slices")
-    training = _training_parameters(project, runtime_params)
+    training = project_parameters(project, runtime_params)["training"]
     config = resolve_run_config({**training, "run_name": "settings", "device": "cpu"}, VARIANTS,
                                 image_channels=store.image_channels, image_size=store.image_size)
     rows, _ = training_rows(store, folds)

@@ -77,6 +77,14 @@ def min_component_ml(setting: Any) -> float:
     return value
 
 
+def threshold_mode(evaluation: Mapping[str, Any]) -> str:
+    """``evaluation.threshold.mode``: ``fixed`` or ``sweep`` (on the validation fold)."""
+    mode = (evaluation.get("threshold") or {}).get("mode", "sweep")
+    if mode not in ("fixed", "sweep"):
+        raise ValueError(f"evaluation.threshold.mode must be 'fixed' or 'sweep', got {mode!r}")
+    return mode
+
+
 # Below this many native voxels in all, scoring is done in this process under ``auto``: starting a pool
 # (a fresh interpreter per worker, importing NumPy, SciPy, torch: ~2-3 s) costs more than it saves on small
 # volumes such as the CPU demo's, where the whole scoring takes about a second. A realistic ISLES'24 case

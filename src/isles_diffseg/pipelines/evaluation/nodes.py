@@ -47,6 +47,7 @@ from isles_diffseg.evaluation.settings import (
     min_component_ml,
     resolve_setup,
     scoring_workers,
+    threshold_mode,
 )
 from isles_diffseg.evaluation.threshold_selection import best_threshold, sweep_thresholds
 from isles_diffseg.evaluation.trained_model import TrainedModel, check_compatible, check_split
@@ -123,7 +124,7 @@ def _external_threshold(predictions: ExternalPredictions, store: SliceStore, fol
     if not evaluated:
         raise ValueError(f"evaluation.split={evaluation.get('split', 'test')!r}: no such case in the slice store")
     contents = check_predictions(predictions, evaluated, metas)
-    mode = spec["mode"] if PROBABILITY in contents.values() else "masks"
+    mode = threshold_mode(evaluation) if PROBABILITY in contents.values() else "masks"
     val_cases = _cases(roles, store, "val")[: spec.get("max_cases") or None] if mode == "sweep" else []
     check_predictions(predictions, val_cases, metas, " (validation-fold predictions, for the threshold sweep on "
                       "probability maps; or set evaluation.threshold.mode=fixed)")
@@ -143,8 +144,6 @@ def _external_threshold(predictions: ExternalPredictions, store: SliceStore, fol
             truth[case_id] = read_native_mask(metas[case_id]["mask_file"])[0]
         sweep = sweep_thresholds(probabilities, truth, spec["candidates"])
         selection.update(threshold=best_threshold(sweep), sweep=sweep.to_dict("records"), val_cases=val_cases)
-    elif spec["mode"] not in ("fixed", "sweep"):
-        raise ValueError(f"evaluation.threshold.mode must be 'fixed' or 'sweep', got {spec['mode']!r}")
     logger.info("%s (predictions in %s: %s): threshold %.3f (%s)", predictions.name, predictions.folder,
                 selection["contents"], selection["threshold"], mode)
     return RunArtifact(predictions.name, selection)
@@ -158,11 +157,11 @@ def select_threshold(training_run: TrainedRun | ExternalPredictions, store: Slic
         return _external_threshold(training_run, store, folds, cases, evaluation, data)
     trained, setup = _load(training_run, store, evaluation, variants)
     roles = _roles(folds, data, trained)
-    spec = evaluation["threshold"]
+    spec, mode = evaluation["threshold"], threshold_mode(evaluation)
     selection: dict[str, Any] = {"run_name": training_run.name, "kind": trained.kind, "step": trained.step,
                                  "split": split_record(roles),
-                                 "mode": spec["mode"], "threshold": float(spec.get("value", 0.5)), "sweep": []}
-    if spec["mode"] == "sweep":
+                                 "mode": mode, "threshold": float(spec.get("value", 0.5)), "sweep": []}
+    if mode == "sweep":
         started = time.perf_counter()
         val_cases = _cases(roles, store, "val")[: spec.get("max_cases") or None]
         if not val_cases:
@@ -173,9 +172,7 @@ def select_threshold(training_run: TrainedRun | ExternalPredictions, store: Slic
         sweep = sweep_thresholds(probabilities, truth, spec["candidates"])
         selection.update(threshold=best_threshold(sweep), sweep=sweep.to_dict("records"), val_cases=val_cases,
                          seconds=round(time.perf_counter() - started, 2))
-    elif spec["mode"] != "fixed":
-        raise ValueError(f"evaluation.threshold.mode must be 'fixed' or 'sweep', got {spec['mode']!r}")
-    logger.info("%s: threshold %.3f (%s)", training_run.name, selection["threshold"], spec["mode"])
+    logger.info("%s: threshold %.3f (%s)", training_run.name, selection["threshold"], mode)
     return RunArtifact(training_run.name, selection)
 
 
