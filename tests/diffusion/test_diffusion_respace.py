@@ -13,6 +13,19 @@ def test_ddim_specs_are_evenly_strided_with_exact_counts_from_zero():
     assert space_timesteps(100, "ddim100") == list(range(100))
 
 
+def test_trailing_specs_end_at_the_last_step_so_sampling_starts_from_pure_noise():
+    # round(T - i T / N) - 1 for i < N, by hand
+    assert space_timesteps(1000, "trailing10") == [99, 199, 299, 399, 499, 599, 699, 799, 899, 999]
+    assert space_timesteps(1000, "trailing1") == [999]
+    assert space_timesteps(1000, "trailing3") == [332, 666, 999]
+    assert space_timesteps(10, "trailing10") == list(range(10))
+    assert space_timesteps(1000, "ddim10")[-1] == 900  # the leading spacing it replaces stops short
+    with pytest.raises(ValueError, match="between 1 and 1000"):
+        space_timesteps(1000, "trailing0")
+    with pytest.raises(ValueError, match="cannot parse"):
+        space_timesteps(1000, "trailingx")
+
+
 def test_int_spec_spreads_steps_over_the_whole_range():
     kept = space_timesteps(1000, 50)
     assert len(kept) == 50 and kept[0] == 0 and kept[-1] == 999

@@ -32,6 +32,19 @@ def test_ddim_eta0_with_oracle_recovers_x0(kind, clean_mask):
     assert result.snapshots_xt is None and result.snapshot_timesteps == ()
 
 
+def test_trailing_chain_asks_the_model_at_the_last_timestep_first_and_returns_its_last_x0(clean_mask):
+    diffusion = process("x0")
+    seen, outputs = [], iter([torch.full_like(clean_mask, 0.25), torch.full_like(clean_mask, -0.5)])
+
+    def model(x_t, t, image):
+        seen.append(t.tolist())
+        return next(outputs)
+
+    result = ddim_sample(diffusion, model, clean_mask, respacing="trailing2")
+    assert seen == [[999] * clean_mask.shape[0], [499] * clean_mask.shape[0]]
+    torch.testing.assert_close(result.sample, torch.full_like(clean_mask, -0.5))  # the x0 predicted at t = 499
+
+
 def test_ddim_over_the_full_chain_recovers_x0(clean_mask):
     diffusion = process("v", schedule="linear")
     result = ddim_sample(diffusion, OracleModel(diffusion), clean_mask, respacing=None)

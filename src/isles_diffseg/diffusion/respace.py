@@ -9,13 +9,18 @@ import numpy as np
 RespacingSpec = str | int | Sequence[int]
 
 DDIM_PREFIX = "ddim"
+TRAILING_PREFIX = "trailing"
 
 
 def space_timesteps(num_timesteps: int, spec: RespacingSpec) -> list[int]:
     """Sorted original timesteps kept by a respaced chain.
 
     ``spec`` is one of
-    - ``"ddimN"``: the evenly strided steps ``0, k, 2k, ...`` with the stride k giving exactly N steps;
+    - ``"ddimN"``: the evenly strided steps ``0, k, 2k, ...`` with the stride k giving exactly N steps
+      (improved-diffusion's DDIM spacing; it never visits the last steps: ddim10 starts at t = 900);
+    - ``"trailingN"``: N steps ending at ``T - 1``, ``round(T - i T / N) - 1`` for i < N (Lin et al. 2024,
+      "Common diffusion noise schedules and sample steps are flawed"), so sampling starts from the step whose
+      x_t really is the pure noise it is given: trailing10 keeps 99, 199, ..., 999;
     - an int N (or ``"N"``): N steps spread evenly over ``[0, T-1]``, both ends included;
     - section counts ``"a,b,c"`` (or a sequence of ints): T is cut into equal sections and section i
       keeps ``counts[i]`` evenly spread steps (improved-diffusion's semantics).
@@ -24,6 +29,8 @@ def space_timesteps(num_timesteps: int, spec: RespacingSpec) -> list[int]:
         raise ValueError(f"num_timesteps must be positive, got {num_timesteps}")
     if isinstance(spec, str) and spec.startswith(DDIM_PREFIX):
         return _ddim_strided(num_timesteps, _parse_count(spec[len(DDIM_PREFIX) :], spec))
+    if isinstance(spec, str) and spec.startswith(TRAILING_PREFIX):
+        return _trailing(num_timesteps, _parse_count(spec[len(TRAILING_PREFIX) :], spec))
     return _sectioned(num_timesteps, _section_counts(spec))
 
 
@@ -45,6 +52,12 @@ def _ddim_strided(num_timesteps: int, count: int) -> list[int]:
         if len(range(0, num_timesteps, stride)) == count:
             return list(range(0, num_timesteps, stride))
     raise ValueError(f"no integer stride gives exactly {count} steps out of {num_timesteps} ('ddim{count}')")
+
+
+def _trailing(num_timesteps: int, count: int) -> list[int]:
+    if not 1 <= count <= num_timesteps:
+        raise ValueError(f"'trailing{count}' needs between 1 and {num_timesteps} steps")
+    return sorted({int(round(num_timesteps - i * num_timesteps / count)) - 1 for i in range(count)})
 
 
 def _sectioned(num_timesteps: int, counts: list[int]) -> list[int]:
@@ -80,5 +93,5 @@ def _parse_count(text: str, spec: str) -> int:
         return int(text.strip())
     except ValueError:
         raise ValueError(
-            f"cannot parse respacing spec {spec!r}; expected 'ddimN', an int or 'a,b,c'"
+            f"cannot parse respacing spec {spec!r}; expected 'ddimN', 'trailingN', an int or 'a,b,c'"
         ) from None
