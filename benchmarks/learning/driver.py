@@ -147,7 +147,8 @@ def _roles(work: Path, fold: int) -> pd.DataFrame:
     return assign_roles(pd.read_csv(work / "folds.csv"), test_fold=fold)
 
 
-def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, Any]], sink: JsonlSink) -> None:
+def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, Any]], sink: JsonlSink,
+                 fast_path: str | bool = "auto") -> None:
     """Native-grid ISLES'24 metrics of the best checkpoint on the test fold, for each sampling setting.
 
     As `kedro run --pipelines evaluation` does by default, the threshold is swept on the validation fold's
@@ -175,7 +176,8 @@ def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, 
     amp = torch.bfloat16 if device.type == "cuda" else None
     trained = load_trained_model(run_dir, device)
     # the evaluation pipeline's sampling fast path (compiled network, one batch shape; on with CUDA only)
-    model = SamplingFastPath.from_settings({"fast_path": "auto"}, device).wrap(trained.model, 64)
+    # (``eval_fast_path: false`` in an arm: eager, when compiling costs more than the few network calls it speeds up)
+    model = SamplingFastPath.from_settings({"fast_path": fast_path}, device).wrap(trained.model, 64)
     store, cases = SliceStore(work / "slices"), CaseStore(work / "cases")
     metas = {m["case_id"]: m for m in cases.metas()}
     roles = _roles(work, fold)
@@ -295,7 +297,8 @@ def run_arm(work: Path, arm: dict[str, Any], out: Path, env: str) -> None:
                 "best_metric": result.best_metric, "best_step": result.best_step,
                 "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None})
     if not result.interrupted and arm.get("evaluate") != []:  # evaluate: [] = validation curves only
-        test_metrics(work / "runs" / name, work, fold, arm.get("evaluate", [{"respacing": None, "members": 1}]), sink)
+        test_metrics(work / "runs" / name, work, fold, arm.get("evaluate", [{"respacing": None, "members": 1}]), sink,
+                     arm.get("eval_fast_path", "auto"))
 
 
 # ---- many arms at once ------------------------------------------------------------------------------
