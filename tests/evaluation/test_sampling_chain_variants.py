@@ -1,0 +1,43 @@
+"""The trailing-chain diffusion variants change only how an x0 run is sampled, and evaluation.diffusion picks them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from isles_diffseg.config.variants import load_variant_group
+from isles_diffseg.diffusion import space_timesteps
+from isles_diffseg.evaluation.settings import resolve_setup
+from isles_diffseg.evaluation.trained_model import TrainedModel
+from isles_diffseg.models import build_model
+from isles_diffseg.training.run_config import GROUP_OF_KEY, resolve_run_config
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
+SAMPLING_KEYS = {"description", "token", "respacing"}
+
+
+@pytest.mark.parametrize(("name", "first_model_step", "steps"), [("trailing10_x0", 999, 10), ("trailing1_x0", 999, 1)])
+def test_trailing_variants_are_the_recipe_process_with_another_chain(name, first_model_step, steps):
+    variants = load_variant_group("diffusion", CONF)
+    recipe, trailing = variants["ddim10_x0"], variants[name]
+    assert {k: v for k, v in trailing.items() if k not in SAMPLING_KEYS} == {
+        k: v for k, v in recipe.items() if k not in SAMPLING_KEYS}
+    kept = space_timesteps(trailing["num_timesteps"], trailing["respacing"])
+    assert (len(kept), kept[-1]) == (steps, first_model_step)
+    assert space_timesteps(recipe["num_timesteps"], recipe["respacing"])[-1] == 900
+
+
+def test_evaluation_diffusion_samples_an_x0_run_with_the_trailing_chain():
+    variants = {group: load_variant_group(group, CONF) for group in set(GROUP_OF_KEY.values())}
+    config = resolve_run_config({"model": "medsegdiff_tiny_cpu", "loss": "mse_x0_aux1_t2",
+                                 "optimizer": "adamw_5e4lr_wd00", "scheduler": "constant", "augmentation": "none",
+                                 "diffusion": "ddim10_x0", "recipe": "train_test_tiny", "run_name": "t"},
+                                variants, image_channels=2, image_size=32)
+    model = build_model(config.model, image_size=32, image_channels=2)
+    trained = TrainedModel("t", model, config, Path("none"), 0, ["cbf", "tmax"], 0, 32)
+    cpu = torch.device("cpu")
+    assert resolve_setup({"diffusion": None}, trained, variants, cpu).sampler.respacing == "ddim10"
+    setup = resolve_setup({"diffusion": "trailing1_x0"}, trained, variants, cpu)
+    assert (setup.sampler.respacing, setup.diffusion_name) == ("trailing1", "trailing1_x0")
