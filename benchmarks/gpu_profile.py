@@ -3,7 +3,9 @@
     python benchmarks/gpu_profile.py --store /tmp/prof/slices --out $OUT --models 16c --modes eager fast
 
 For each model and mode (``eager``; ``fast`` = the training fast path, and for sampling the compiled
-fixed-batch network of ``evaluation.fast_path``), after a warm-up that includes any compilation:
+fixed-batch network of ``evaluation.fast_path``; ``fast+channels_last``, ``fast+reduce-overhead`` and
+``fast+channels_last+reduce-overhead`` add the fast path's ``channels_last`` and CUDA-graph ``compile_mode``),
+after a warm-up that includes any compilation:
 
 * ``train``: ``--steps`` optimizer steps through ``Trainer.train_step`` (the trainer and settings of
   ``gpu_suite.py train-bench``: batch from the slice store, GPU augmentation, loss, clipping, AdamW, EMA);
@@ -93,20 +95,41 @@ def profiled(run_step, steps: int, device: torch.device) -> tuple[profile, float
     return prof, seconds
 
 
-def profile_training(store, key: str, fast: bool, steps: int, warmup: int, device: torch.device, tmp: Path):
+MODES = ["eager", "fast", "fast+channels_last", "fast+reduce-overhead", "fast+channels_last+reduce-overhead"]
+
+
+def mode_options(mode: str) -> tuple[bool, dict]:
+    """``fast+channels_last+reduce-overhead`` -> (fast path on, {channels_last: True, compile_mode: ...})."""
+    parts = mode.split("+")
+    return parts[0] == "fast", {"channels_last": "channels_last" in parts,
+                                "compile_mode": "reduce-overhead" if "reduce-overhead" in parts else "default"}
+
+
+def profile_training(store, key: str, mode: str, steps: int, warmup: int, device: torch.device, tmp: Path):
     model, batch = BENCH_MODELS.get(key, (SAMPLE_MODELS.get(key), 4))
+    fast, options = mode_options(mode)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     trainer = _trainer(store, model, batch, "bf16" if device.type == "cuda" else "none", steps + warmup + 1, tmp,
-                       fast, device=device.type)
+                       fast, device=device.type, **options)
     started = time.perf_counter()
     for _ in range(warmup + 1):  # the first step compiles (fast path)
         trainer.train_step()
     _sync(device)
     warm = time.perf_counter() - started
+    started = time.perf_counter()  # the profiler's own overhead slows a host-bound step: time it without too
+    for _ in range(steps):
+        trainer.train_step()
+    _sync(device)
+    unprofiled = (time.perf_counter() - started) / steps
     prof, seconds = profiled(trainer.train_step, steps, device)
-    return prof, seconds, {"batch": batch, "warmup_s": round(warm, 1), "skipped": trainer.skipped_steps}
+    return prof, seconds, {"batch": batch, "warmup_s": round(warm, 1), "skipped": trainer.skipped_steps,
+                           "unprofiled_ms_per_step": round(1e3 * unprofiled, 2),
+                           "unprofiled_images_per_s": round(batch / unprofiled, 1),
+                           "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None}
 
 
-def profile_sampling(key: str, fast: bool, steps: int, batch: int, size: int, device: torch.device):
+def profile_sampling(key: str, mode: str, steps: int, batch: int, size: int, device: torch.device):
     """One DDIM chain of ``steps`` network calls, after a 2-step chain that compiles (fast) and warms up."""
     from isles_diffseg.config.variants import load_variant_group
     from isles_diffseg.inference.compiled_denoiser import FixedBatchModel
@@ -116,7 +139,9 @@ def profile_sampling(key: str, fast: bool, steps: int, batch: int, size: int, de
     amp = torch.bfloat16 if device.type == "cuda" else None
     model = build_model(load_variant_group("model", CONF)[SAMPLE_MODELS[key]], image_size=size, image_channels=2,
                         init="default").to(device).eval()
-    runner = FixedBatchModel(model, batch) if fast else model
+    fast, options = mode_options(mode)
+    runner = FixedBatchModel(model, batch, mode=options["compile_mode"], channels_last=options["channels_last"]) \
+        if fast else model
     diffusion = build_diffusion(load_variant_group("diffusion", CONF)["ddim50"])
     chain = diffusion.respaced(f"ddim{steps}")
     images = torch.rand(batch, 2, size, size, generator=torch.Generator().manual_seed(0)).to(device)
@@ -125,8 +150,14 @@ def profile_sampling(key: str, fast: bool, steps: int, batch: int, size: int, de
         _sample_batches(runner, diffusion.respaced(2), images, 1, amp)
         _sync(device)
         warm = time.perf_counter() - started
+        started = time.perf_counter()
+        _sample_batches(runner, chain, images, 1, amp)
+        _sync(device)
+        unprofiled = time.perf_counter() - started
         prof, seconds = profiled(lambda: _sample_batches(runner, chain, images, 1, amp), 1, device)
-    return prof, seconds, {"batch": batch, "warmup_s": round(warm, 1)}
+    return prof, seconds, {"batch": batch, "warmup_s": round(warm, 1),
+                           "unprofiled_ms_per_call": round(1e3 * unprofiled / steps, 2),
+                           "unprofiled_ddim50_slices_per_s": round(batch / (50 * unprofiled / steps), 2)}
 
 
 def main() -> None:
@@ -134,7 +165,7 @@ def main() -> None:
     parser.add_argument("--store", required=True, help="a slice store (e.g. benchmarks/learning/driver.py prepare)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--models", nargs="+", default=["16c"], choices=sorted(set(BENCH_MODELS) | set(SAMPLE_MODELS)))
-    parser.add_argument("--modes", nargs="+", default=["eager", "fast"], choices=["eager", "fast"])
+    parser.add_argument("--modes", nargs="+", default=["eager", "fast"], choices=MODES)
     parser.add_argument("--what", nargs="+", default=["train", "sample"], choices=["train", "sample"])
     parser.add_argument("--steps", type=int, default=10, help="profiled training steps")
     parser.add_argument("--warmup", type=int, default=5, help="training steps before profiling (after the first)")
@@ -155,19 +186,22 @@ def main() -> None:
     for key in args.models:
         for mode in args.modes:
             for what in args.what:
-                fast = mode == "fast"
                 if what == "train":
-                    prof, seconds, info = profile_training(store, key, fast, args.steps, args.warmup, device,
+                    prof, seconds, info = profile_training(store, key, mode, args.steps, args.warmup, device,
                                                            Path(tempfile.mkdtemp(prefix="profile_runs")))
                     steps = args.steps
                 else:
-                    prof, seconds, info = profile_sampling(key, fast, args.sample_steps, args.sample_batch,
+                    prof, seconds, info = profile_sampling(key, mode, args.sample_steps, args.sample_batch,
                                                            store.image_size, device)
                     steps = args.sample_steps  # per network call
                 name = f"{key}_{mode}_{what}"
                 results["runs"][name] = {**info, **summarise(prof, seconds, steps, device)}
+                averages = prof.key_averages()
                 sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-                (out / f"profile_{name}.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=40))
+                (out / f"profile_{name}.txt").write_text(averages.table(sort_by=sort, row_limit=40))
+                if device.type == "cuda":  # where the host's time goes (a host-bound step shows it here)
+                    (out / f"profile_{name}_host.txt").write_text(
+                        averages.table(sort_by="self_cpu_time_total", row_limit=40))
                 (out / "profile.json").write_text(json.dumps(results, indent=1))
                 run = results["runs"][name]
                 print(f"{name}: {run['wall_ms_per_step']} ms per step, busy {run['busy_fraction']}, "

@@ -54,7 +54,7 @@ def prepare(root: str, cases: int, seed: int, workers: int) -> None:
 
 
 def _trainer(store, model: str, batch: int, amp: str, steps: int, tmp: Path, fast_path: bool = False,
-             device: str = "cuda"):
+             device: str = "cuda", **recipe):
     from isles_diffseg.config.variants import load_variant_group
     from isles_diffseg.training.run_config import GROUP_OF_KEY, resolve_run_config
     from isles_diffseg.training.trainer import Trainer
@@ -63,7 +63,7 @@ def _trainer(store, model: str, batch: int, amp: str, steps: int, tmp: Path, fas
     training = {"model": model, "loss": "mse_with_aux_light", "optimizer": "adamw_1e4lr_wd00",
                 "scheduler": "warmup_cosine_10pct", "augmentation": "aggressive_2d", "diffusion": "ddim50",
                 "recipe": "train_100Kms_ampbfloat16", "max_steps": steps, "batch_size": batch, "amp": amp,
-                "device": device, "fast_path": fast_path,
+                "device": device, "fast_path": fast_path, **recipe,
                 "run_name": f"bench_{model}_{amp}_{'fast' if fast_path else 'eager'}"}
     config = resolve_run_config(training, variants, image_channels=store.image_channels, image_size=store.image_size)
     config.recipe.update(val_interval=10**9, checkpoint_interval=10**9, max_consecutive_nonfinite=10**6)

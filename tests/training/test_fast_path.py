@@ -152,3 +152,84 @@ def test_the_fast_path_switch_and_backend_take_effect_from_params_and_conf_local
     assert _paths_taken(project_copy, tmp_path / "c") == (True, True, "aot_eager")
     # --params wins over conf/local
     assert _paths_taken(project_copy, tmp_path / "d", {"training": {"fast_path": False}}) == (False, False, None)
+
+
+def _recording_compile(monkeypatch) -> list[dict]:
+    """torch.compile replaced by a recorder that returns the module as it is (no compilation on a CPU)."""
+    calls: list[dict] = []
+
+    def record(module, **options):
+        calls.append(options)
+        return module
+
+    monkeypatch.setattr(torch, "compile", record)
+    return calls
+
+
+def test_channels_last_trains_the_same_weights_with_nhwc_parameters(tmp_path):
+    eager = _trainer(tmp_path / "eager", False)
+    store, folds = build_tiny_slice_store(tmp_path / "nhwc" / "slices")
+    config = resolve_run_config({**BASE, "run_name": "f", "fast_path": True, "compile_backend": "aot_eager",
+                                 "channels_last": True, "max_steps": 4, "val_interval": 4, "augmentation": "none"},
+                                VARIANTS, image_channels=store.image_channels, image_size=store.image_size)
+    nhwc = Trainer(config, store, training_rows(store, folds)[0], ["sub-stroke0005"], tmp_path / "nhwc" / "run",
+                   show_progress=False)
+    convs = [m.weight for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert all(not w.is_contiguous() for w in convs if w.shape[1] > 1)  # (one input channel: both layouts agree)
+    ema_convs = [m.weight for m in nhwc.ema.model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in ema_convs)  # copied after the move
+    assert nhwc.validation_fast_path.channels_last
+    eager.fit(), nhwc.fit()
+    # the same training up to summation order: after 4 AdamW steps at lr 1e-3 every tensor within 1e-3 of its
+    # largest value (measured: 1.8e-4 at most)
+    for (name, a), (_, b) in zip(eager.model.state_dict().items(), nhwc.model.state_dict().items(), strict=True):
+        if a.is_floating_point():
+            assert (b - a).abs().max() <= 1e-3 * a.abs().max() + 1e-8, name
+    assert not _trainer(tmp_path / "off", False).channels_last  # eager: the key needs the fast path
+
+
+def test_the_compile_mode_reaches_torch_compile_for_inductor_and_cuda_graph_modes_mark_steps(tmp_path, monkeypatch):
+    calls = _recording_compile(monkeypatch)
+    trainer = _trainer(tmp_path / "a", True, backend="inductor")
+    assert calls == [{"backend": "inductor", "mode": "default"}] and not trainer.cuda_graphs
+    store, folds = build_tiny_slice_store(tmp_path / "b" / "slices")
+    config = resolve_run_config({**BASE, "run_name": "g", "fast_path": True, "compile_mode": "reduce-overhead",
+                                 "max_steps": 2, "val_interval": 2, "augmentation": "none"},
+                                VARIANTS, image_channels=store.image_channels, image_size=store.image_size)
+    graphs = Trainer(config, store, training_rows(store, folds)[0], [], tmp_path / "b" / "run", show_progress=False)
+    assert calls[-1] == {"backend": "inductor", "mode": "reduce-overhead"} and graphs.cuda_graphs
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(graphs.step))
+    graphs.train_step(), graphs.train_step()
+    assert marks == [0, 1]  # one new CUDA-graph step per forward
+    _trainer(tmp_path / "c", True, backend="aot_eager")
+    assert calls[-1] == {"backend": "aot_eager"}  # modes are inductor's: another backend gets none
+
+
+def test_an_unknown_training_compile_mode_is_refused(tmp_path):
+    store, folds = build_tiny_slice_store(tmp_path / "slices")
+    config = resolve_run_config({**BASE, "run_name": "f", "compile_mode": "fastest"}, VARIANTS,
+                                image_channels=store.image_channels, image_size=store.image_size)
+    with pytest.raises(ValueError, match="training.compile_mode must be one of .* got 'fastest'"):
+        Trainer(config, store, training_rows(store, folds)[0], [], tmp_path / "run", show_progress=False)
+
+
+def test_compile_mode_and_channels_last_take_effect_from_params_and_conf_local(project_copy, tmp_path, monkeypatch):
+    calls = _recording_compile(monkeypatch)
+
+    def taken(folder: str, runtime_params: dict | None = None) -> tuple:
+        store, folds = build_tiny_slice_store(tmp_path / folder / "slices")
+        training = project_parameters(project_copy, runtime_params)["training"]
+        config = resolve_run_config({**training, "run_name": "settings", "device": "cpu"}, VARIANTS,
+                                    image_channels=store.image_channels, image_size=store.image_size)
+        trainer = Trainer(config, store, training_rows(store, folds)[0], [], tmp_path / folder / "run",
+                          show_progress=False)
+        return calls[-1]["mode"] if trainer.fast_path else None, trainer.channels_last
+
+    wanted = {"training": {"fast_path": True, "compile_mode": "max-autotune-no-cudagraphs", "channels_last": True}}
+    assert taken("a", {"training": {"fast_path": True}}) == ("default", False)  # conf/base
+    assert taken("b", wanted) == ("max-autotune-no-cudagraphs", True)
+    (project_copy / "conf/local/parameters_training.yml").write_text(yaml.safe_dump(wanted))
+    assert taken("c") == ("max-autotune-no-cudagraphs", True)
+    assert taken("d", {"training": {"channels_last": False}}) == ("max-autotune-no-cudagraphs", False)  # --params wins

@@ -32,7 +32,7 @@ from isles_diffseg.diffusion.gaussian import unpack_model_output
 from isles_diffseg.runtime import fast_path_enabled
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
-_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class SamplingFastPath:
     @property
     def cuda_graphs(self) -> bool:
         """Whether the compiled network replays CUDA graphs (``reduce-overhead``, ``max-autotune``)."""
-        return self.enabled and self.compile_backend == "inductor" and self.compile_mode in _CUDA_GRAPH_MODES
+        return self.enabled and self.compile_backend == "inductor" and self.compile_mode in CUDA_GRAPH_MODES
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], device: torch.device) -> SamplingFastPath:
@@ -96,7 +96,7 @@ class FixedBatchModel:
         self.compiled = torch.compile(model, backend=backend, dynamic=False, **options)
         # CUDA graph outputs live in a static buffer that the next replay overwrites: mark each call as a
         # new step and copy the outputs out (one mask channel per sample: cheap)
-        self.cuda_graphs = backend == "inductor" and mode in _CUDA_GRAPH_MODES
+        self.cuda_graphs = backend == "inductor" and mode in CUDA_GRAPH_MODES
 
     def __call__(self, *inputs: Tensor) -> Tensor:
         total = inputs[0].shape[0]

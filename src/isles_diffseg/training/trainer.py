@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.diffusion import mask_to_signal
-from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
+from isles_diffseg.inference.compiled_denoiser import CUDA_GRAPH_MODES, COMPILE_MODES, SamplingFastPath
 from isles_diffseg.inference.predict import AMP_DTYPES, SamplerConfig, build_diffusion
 from isles_diffseg.models import build_model
 from isles_diffseg.models.kinds import segmentation_logits
@@ -147,14 +147,26 @@ class Trainer:
         if self.amp_dtype is not None and self.device.type == "cpu" and self.amp_dtype == torch.float16:
             raise ValueError("fp16 autocast needs a GPU; use amp: bf16 or none on CPU")
 
+        self.fast_path = fast_path_enabled(recipe.get("fast_path", "auto"), self.device)
+        backend = recipe.get("compile_backend", "inductor")
+        compile_mode = str(recipe.get("compile_mode", "default"))
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"training.compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
+        # NHWC weights and inputs: cuDNN's bf16 convolutions run in NHWC, and with NCHW tensors every one of them
+        # transposes its input and output (gpu_profile.py: 400 transposes per step of the 16c model)
+        self.channels_last = self.fast_path and bool(recipe.get("channels_last", False))
+        # CUDA graphs of the compiled forward and backward: one replay instead of hundreds of kernel launches
+        self.cuda_graphs = self.fast_path and backend == "inductor" and compile_mode in CUDA_GRAPH_MODES
+
         torch.manual_seed(config.seed)  # identical initial weights (and EMA) on every rank
         self.model = build_model(config.model).to(self.device)
+        if self.channels_last:  # before the EMA copies it, so that both update with the same strides
+            self.model.to(memory_format=torch.channels_last)
         self.ema = ExponentialMovingAverage(self.model, float(recipe["ema_rate"]), bool(recipe.get("ema_warmup", True)))
         seed = config.seed + 1000 * self.dist.rank  # per-rank streams: no correlated noise across ranks
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        self.fast_path = fast_path_enabled(recipe.get("fast_path", "auto"), self.device)
         self.optimizer = build_optimizer(config.optimizer, self.model, fused=self.fast_path and self.device.type == "cuda")
         self.scheduler = build_scheduler(config.scheduler, self.optimizer, self.max_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -173,13 +185,15 @@ class Trainer:
         self.resident: ResidentSlices | None = None
         if self.fast_path:
             # self.model stays the uncompiled module: checkpoints, EMA and validation see plain parameter names
-            self.train_model = torch.compile(self.train_model, backend=recipe.get("compile_backend", "inductor"))
+            options = {"mode": compile_mode} if backend == "inductor" else {}  # modes are inductor's
+            self.train_model = torch.compile(self.train_model, backend=backend, **options)
             self.resident = self._resident_slices(train_rows)
         # validation samples through the evaluation pipeline's compiled sampler (one graph for the validation
         # batch, kept on the evaluated module across validations): eager DDIM sampling of the validation cases
-        # is what makes validation cost minutes on a GPU
+        # is what makes validation cost minutes on a GPU. Default mode: a second CUDA graph pool for a few
+        # validations would not pay for its memory.
         self.validation_fast_path = (
-            SamplingFastPath(enabled=True, compile_backend=recipe.get("compile_backend", "inductor"))
+            SamplingFastPath(enabled=True, compile_backend=backend, channels_last=self.channels_last)
             if self.fast_path else None)
         self.checkpoints = CheckpointFolder(self.run_dir / "checkpoints", int(recipe.get("keep_last_checkpoints", 3)))
         self.step = 0
@@ -264,6 +278,10 @@ class Trainer:
 
     # ---- one optimisation step -------------------------------------------------------------------
     def _loss(self, image: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        if self.cuda_graphs:  # a new step: the last replay's outputs (already consumed) may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             if self.config.kind == "diffusion":
                 t = self.loss_fn.sample_timesteps(len(mask), self.diffusion.num_timesteps, self.device,
