@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.diffusion import mask_to_signal
-from isles_diffseg.inference.compiled_denoiser import CUDA_GRAPH_MODES, COMPILE_MODES, SamplingFastPath
+from isles_diffseg.inference.compiled_denoiser import COMPILE_MODES, CUDA_GRAPH_MODES, SamplingFastPath
 from isles_diffseg.inference.predict import AMP_DTYPES, SamplerConfig, build_diffusion
 from isles_diffseg.models import build_model
 from isles_diffseg.models.kinds import segmentation_logits
