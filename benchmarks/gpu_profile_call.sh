@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Issue 10's "profile first", in one device call: where a training step (the real trainer path) and a DDIM
 # network call of the 16c MedSegDiff spend the GPU's time, eager and fast path side by side (gpu_profile.py).
-#   device tool: command `bash benchmarks/gpu_profile_call.sh`, carry [".whl"] (nibabel, monai and
-#   connected-components-3d wheels, as for benchmarks/learning/gpu_call.sh); PROFILE_MODELS="16c 32c_simple"
+#   device tool: command `WHEELS=.whl_min bash benchmarks/gpu_profile_call.sh`, carry [".whl_min"] (nibabel, monai
+#   and connected-components-3d wheels, as for benchmarks/learning/gpu_call.sh); PROFILE_MODELS="16c 32c_simple"
 #   adds models (each ~4 more minutes, most of it compilation).
 # Measured on one H200 (2026-12-01, 379 s): data 27 s, eager runs ~30 s, compilation 150 s (training) + 47 s
 # (sampling). Each further fast mode compiles again (~200 s): the levers need their own calls, e.g.
 #   PROFILE_MODES="fast+channels_last fast+reduce-overhead" PROFILE_WHAT=train bash benchmarks/gpu_profile_call.sh
 # $OUT gets profile.json (per run: ms per step, device-busy fraction, kernel time by operator family, top
-# kernels), profile_tables.tgz (the profiler's operator tables) and compile_cache.tgz (the compiled graphs, for
-# the next call: unpack into .compile_cache and carry it too; benchmarks/compile_cache.py).
+# kernels, unprofiled rates, peak memory) and profile_tables.tgz (the profiler's operator tables, by device time
+# and by host time).
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${WHEELS:-.whl}"/nibabel-*.whl "${WHEELS:-.whl}"/monai-*.whl \
   "${WHEELS:-.whl}"/connected_components_3d-*.whl 2>&1 | grep -v WARNING || true

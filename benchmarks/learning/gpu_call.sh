@@ -4,7 +4,7 @@
 # Needs the nibabel, monai and connected-components-3d wheels in .whl (carried): python3 -m pip download --no-deps --only-binary=:all: \
 #   --python-version 3.12 --platform manylinux2014_x86_64 -d .whl nibabel==5.4.2 monai==1.6.1 connected-components-3d==4.1.1 (add --platform manylinux_2_28_x86_64)
 # $OUT: curves.jsonl, gpu_util.log, logs.tgz (each arm's log), compile_cache.tgz when COMPILE_CACHE_DIR is set.
-# WHEELS=.whl_min (the three wheels alone, 9.5 MiB) leaves room within the 64 MiB a call carries for .compile_cache.
+# WHEELS=.whl_min: the three wheels alone (9.5 MiB) instead of the whole wheelhouse.
 set -euo pipefail
 plan=$1; deadline=${2:-420}; cases=${3:-40}
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${WHEELS:-.whl}"/nibabel-*.whl "${WHEELS:-.whl}"/monai-*.whl "${WHEELS:-.whl}"/connected_components_3d-*.whl 2>&1 | grep -v WARNING || true
