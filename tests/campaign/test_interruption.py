@@ -57,6 +57,9 @@ def test_training_takes_the_first_sigint_at_a_step_boundary_and_a_second_at_once
     after its step; a second one interrupts at once; the caller's handler is back afterwards."""
     from isles_diffseg.training.trainer import StopRequest
 
+    # Python's own handler, as an interactive or foreground run has it (a shell's background job inherits SIGINT
+    # ignored, and then the trainer rightly leaves it alone: the end of this test)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     assert StopRequest.install(world_size=2) is None  # DDP ranks keep the immediate interruption
     stop = StopRequest.install(world_size=1)
     assert stop is not None
@@ -72,8 +75,8 @@ def test_training_takes_the_first_sigint_at_a_step_boundary_and_a_second_at_once
     finally:
         stop.uninstall()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         assert StopRequest.install(world_size=1) is None  # an ignored SIGINT stays ignored
     finally:
-        signal.signal(signal.SIGINT, ignored)
+        signal.signal(signal.SIGINT, inherited)
