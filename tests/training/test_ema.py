@@ -138,3 +138,27 @@ def test_state_round_trip_restores_weights_count_and_settings_and_continues_iden
     restored.update(model)
     assert _ema_value(restored) == _ema_value(ema)
 
+
+
+def test_tensors_replaced_after_the_first_update_are_the_ones_averaged_next():
+    # where each tensor lives is found once; the tensor itself is looked up at every update
+    model = nn.BatchNorm1d(1)
+    ema = ExponentialMovingAverage(model, rate=0.5, warmup=False)
+    ema.update(model)  # running_mean 0 -> 0
+    model.running_mean = torch.tensor([4.0])  # a new buffer object, as a device or layout move makes
+    ema.model.running_var = torch.tensor([3.0])  # and on the averaged side
+    ema.update(model)
+    assert ema.model.running_mean.item() == 2.0
+    assert ema.model.running_var.item() == pytest.approx(0.5 * 3.0 + 0.5 * 1.0)
+
+
+def test_a_parameter_shared_by_two_modules_is_averaged_once():
+    shared = nn.Linear(1, 1, bias=False)
+    model = nn.Sequential(shared, shared)
+    with torch.no_grad():
+        shared.weight.fill_(0.0)
+    ema = ExponentialMovingAverage(model, rate=0.5, warmup=False)
+    with torch.no_grad():
+        shared.weight.fill_(4.0)
+    ema.update(model)
+    assert ema.model[0].weight.item() == 2.0  # one lerp (twice would give 3.0)
