@@ -207,3 +207,18 @@ def test_a_validation_announces_its_cost_before_it_starts(tiny, tmp_path, caplog
     started = [r.getMessage() for r in caplog.records if "validating on" in r.getMessage()]
     assert started == ["Step 3: validating on 1 cases (ddim ddim10, 1 member(s) per slice; val_max_cases, "
                        "val_members and the diffusion variant's respacing set the cost)"]
+
+
+def test_gradient_clipping_acts_on_the_model_parameters_also_after_a_resume(tiny, tmp_path):
+    def norms(trainer) -> tuple[float, float]:
+        logged = trainer.train_step()["grad_norm"]  # the norm before clipping
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        return logged, float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+    first = _trainer(tiny, tmp_path / "a", max_steps=4, grad_clip=1e-3)
+    logged, after = norms(first)
+    assert logged > 1e-2 and after == pytest.approx(1e-3, rel=1e-3)
+    first.save_latest()
+    resumed = _trainer(tiny, tmp_path / "b", resume_from=first.checkpoints.latest, max_steps=4, grad_clip=1e-3)
+    logged, after = norms(resumed)
+    assert resumed.step == 2 and logged > 1e-2 and after == pytest.approx(1e-3, rel=1e-3)
