@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from conftest import project_parameters
 
 from isles_diffseg.config.variants import load_variant_group
 from isles_diffseg.diffusion import space_timesteps
@@ -29,7 +31,7 @@ def test_trailing_variants_are_the_recipe_process_with_another_chain(name, first
     assert space_timesteps(recipe["num_timesteps"], recipe["respacing"])[-1] == 900
 
 
-def test_evaluation_diffusion_samples_an_x0_run_with_the_trailing_chain():
+def test_evaluation_diffusion_samples_an_x0_run_with_the_trailing_chain(project_copy):
     variants = {group: load_variant_group(group, CONF) for group in set(GROUP_OF_KEY.values())}
     config = resolve_run_config({"model": "medsegdiff_tiny_cpu", "loss": "mse_x0_aux1_t2",
                                  "optimizer": "adamw_5e4lr_wd00", "scheduler": "constant", "augmentation": "none",
@@ -41,3 +43,14 @@ def test_evaluation_diffusion_samples_an_x0_run_with_the_trailing_chain():
     assert resolve_setup({"diffusion": None}, trained, variants, cpu).sampler.respacing == "ddim10"
     setup = resolve_setup({"diffusion": "trailing1_x0"}, trained, variants, cpu)
     assert (setup.sampler.respacing, setup.diffusion_name) == ("trailing1", "trailing1_x0")
+
+    def chosen(runtime_params: dict | None = None) -> str:  # merged as `kedro run` merges the project's config
+        evaluation = project_parameters(project_copy, runtime_params)["evaluation"]
+        return resolve_setup(evaluation, trained, variants, cpu).sampler.respacing
+
+    assert chosen() == "ddim10"  # conf/base: the run's own chain
+    assert chosen({"evaluation": {"diffusion": "trailing10_x0"}}) == "trailing10"  # --params
+    (project_copy / "conf/local/parameters_evaluation.yml").write_text(
+        yaml.safe_dump({"evaluation": {"diffusion": "trailing1_x0"}}))
+    assert chosen() == "trailing1"  # conf/local
+    assert chosen({"evaluation": {"diffusion": "trailing10_x0"}}) == "trailing10"  # --params wins

@@ -29,10 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from isles_diffseg.diffusion.gaussian import unpack_model_output
-from isles_diffseg.runtime import fast_path_enabled
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+from isles_diffseg.runtime import check_compile_mode, compile_module, fast_path_enabled, uses_cuda_graphs
 
 
 @dataclass(frozen=True)
@@ -45,13 +42,12 @@ class SamplingFastPath:
     channels_last: bool = False
 
     def __post_init__(self) -> None:
-        if self.compile_mode not in COMPILE_MODES:
-            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
+        check_compile_mode(self.compile_mode)
 
     @property
     def cuda_graphs(self) -> bool:
         """Whether the compiled network replays CUDA graphs (``reduce-overhead``, ``max-autotune``)."""
-        return self.enabled and self.compile_backend == "inductor" and self.compile_mode in CUDA_GRAPH_MODES
+        return self.enabled and uses_cuda_graphs(self.compile_mode, self.compile_backend)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], device: torch.device) -> SamplingFastPath:
@@ -92,11 +88,10 @@ class FixedBatchModel:
         self.channels_last = channels_last
         if channels_last:
             model.to(memory_format=torch.channels_last)
-        options = {"mode": mode} if backend == "inductor" else {}
-        self.compiled = torch.compile(model, backend=backend, dynamic=False, **options)
+        self.compiled = compile_module(model, mode, backend, dynamic=False)
         # CUDA graph outputs live in a static buffer that the next replay overwrites: mark each call as a
         # new step and copy the outputs out (one mask channel per sample: cheap)
-        self.cuda_graphs = backend == "inductor" and mode in CUDA_GRAPH_MODES
+        self.cuda_graphs = uses_cuda_graphs(mode, backend)
 
     def __call__(self, *inputs: Tensor) -> Tensor:
         total = inputs[0].shape[0]

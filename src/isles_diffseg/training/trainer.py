@@ -25,11 +25,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from isles_diffseg.data.slice_store import SliceStore
 from isles_diffseg.diffusion import mask_to_signal
-from isles_diffseg.inference.compiled_denoiser import COMPILE_MODES, CUDA_GRAPH_MODES, SamplingFastPath
+from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
 from isles_diffseg.inference.predict import AMP_DTYPES, SamplerConfig, build_diffusion
 from isles_diffseg.models import build_model
 from isles_diffseg.models.kinds import segmentation_logits
-from isles_diffseg.runtime import fast_path_enabled, resolve_device
+from isles_diffseg.runtime import (
+    check_compile_mode,
+    compile_module,
+    fast_path_enabled,
+    resolve_device,
+    uses_cuda_graphs,
+)
 from isles_diffseg.training.augmentation import build_augmentation
 from isles_diffseg.training.batches import ResidentSlices, SliceBatchSampler, load_batch
 from isles_diffseg.training.checkpoints import CheckpointFolder, load_checkpoint, save_atomic
@@ -149,14 +155,12 @@ class Trainer:
 
         self.fast_path = fast_path_enabled(recipe.get("fast_path", "auto"), self.device)
         backend = recipe.get("compile_backend", "inductor")
-        compile_mode = str(recipe.get("compile_mode", "default"))
-        if compile_mode not in COMPILE_MODES:
-            raise ValueError(f"training.compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
+        compile_mode = check_compile_mode(str(recipe.get("compile_mode", "default")), "training.compile_mode")
         # NHWC weights and inputs: cuDNN's bf16 convolutions run in NHWC, and with NCHW tensors every one of them
         # transposes its input and output (gpu_profile.py on an H200: ~600 transposes per step of the 16c model)
         self.channels_last = self.fast_path and bool(recipe.get("channels_last", False))
         # CUDA graphs of the compiled forward and backward: one replay instead of hundreds of kernel launches
-        self.cuda_graphs = self.fast_path and backend == "inductor" and compile_mode in CUDA_GRAPH_MODES
+        self.cuda_graphs = self.fast_path and uses_cuda_graphs(compile_mode, backend)
 
         torch.manual_seed(config.seed)  # identical initial weights (and EMA) on every rank
         self.model = build_model(config.model).to(self.device)
@@ -188,8 +192,7 @@ class Trainer:
         self.resident: ResidentSlices | None = None
         if self.fast_path:
             # self.model stays the uncompiled module: checkpoints, EMA and validation see plain parameter names
-            options = {"mode": compile_mode} if backend == "inductor" else {}  # modes are inductor's
-            self.train_model = torch.compile(self.train_model, backend=backend, **options)
+            self.train_model = compile_module(self.train_model, compile_mode, backend)
             self.resident = self._resident_slices(train_rows)
         # validation samples through the evaluation pipeline's compiled sampler (one graph for the validation
         # batch, kept on the evaluated module across validations): eager DDIM sampling of the validation cases
