@@ -4,8 +4,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from isles_diffseg.diffusion import GaussianDiffusion, get_beta_schedule
+from isles_diffseg.diffusion.schedules import input_scaled_betas
 
 
 def cosine_f(u: float, s: float = 0.008) -> float:
@@ -55,3 +57,36 @@ def test_bad_schedule_requests_are_rejected():
         get_beta_schedule("cosine", 0)
     with pytest.raises(ValueError, match="more than 20"):
         get_beta_schedule("linear", 20)
+
+
+def test_input_scaled_betas_by_hand_on_a_two_step_process():
+    # alpha_bar = [0.5, 0.25]; b = 0.5: alpha_bar' = b^2 ab / (1 + (b^2 - 1) ab) = [0.2, 1/13]
+    betas = input_scaled_betas(np.array([0.5, 0.5]), 0.5)
+    np.testing.assert_allclose(betas, [0.8, 1 - (1 / 13) / 0.2], rtol=1e-12)
+    np.testing.assert_array_equal(input_scaled_betas(np.array([0.5, 0.5]), 1.0), [0.5, 0.5])
+
+
+@pytest.mark.parametrize("input_scale", [0.1, 0.3, 2.0])
+def test_input_scale_multiplies_every_steps_snr_by_its_square(input_scale):
+    plain = GaussianDiffusion.from_schedule("cosine", 1000, "x0")
+    scaled = GaussianDiffusion.from_schedule("cosine", 1000, "x0", input_scale=input_scale)
+    t = torch.tensor([0, 100, 499, 900, 998])
+    torch.testing.assert_close(scaled.snr(t, torch.float64), input_scale**2 * plain.snr(t, torch.float64), rtol=1e-9,
+                               atol=0)
+
+
+def test_input_scaled_x_t_is_the_scaled_mask_noised_then_rescaled_to_unit_variance():
+    b, t = 0.3, torch.tensor([250, 700])
+    plain = GaussianDiffusion.from_schedule("cosine", 1000, "x0")
+    scaled = GaussianDiffusion.from_schedule("cosine", 1000, "x0", input_scale=b)
+    x0 = torch.tensor([1.0, -1.0], dtype=torch.float64).reshape(2, 1)
+    noise = torch.tensor([0.7, -1.3], dtype=torch.float64).reshape(2, 1)
+    ab = plain.alpha_bar(t, torch.float64).reshape(2, 1)
+    chen = (ab.sqrt() * b * x0 + (1 - ab).sqrt() * noise) / (b**2 * ab + 1 - ab).sqrt()
+    torch.testing.assert_close(scaled.q_sample(x0, t, noise), chen, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, float("nan"), float("inf"), True])
+def test_bad_input_scales_are_rejected(bad):
+    with pytest.raises(ValueError, match="input_scale"):
+        input_scaled_betas(get_beta_schedule("cosine", 10), bad)

@@ -13,6 +13,7 @@ from isles_diffseg.config.variants import load_variant_group
 from isles_diffseg.diffusion import space_timesteps
 from isles_diffseg.evaluation.settings import resolve_setup
 from isles_diffseg.evaluation.trained_model import TrainedModel
+from isles_diffseg.inference import build_diffusion
 from isles_diffseg.models import build_model
 from isles_diffseg.training.run_config import GROUP_OF_KEY, resolve_run_config
 
@@ -54,3 +55,38 @@ def test_evaluation_diffusion_samples_an_x0_run_with_the_trailing_chain(project_
         yaml.safe_dump({"evaluation": {"diffusion": "trailing1_x0"}}))
     assert chosen() == "trailing1"  # conf/local
     assert chosen({"evaluation": {"diffusion": "trailing10_x0"}}) == "trailing10"  # --params wins
+
+
+def _trained_run(variants: dict, diffusion: str) -> TrainedModel:
+    config = resolve_run_config({"model": "medsegdiff_tiny_cpu", "loss": "mse_x0_aux1_t2",
+                                 "optimizer": "adamw_5e4lr_wd00", "scheduler": "constant", "augmentation": "none",
+                                 "diffusion": diffusion, "recipe": "train_test_tiny", "run_name": "t"},
+                                variants, image_channels=2, image_size=32)
+    return TrainedModel("t", build_model(config.model, image_size=32, image_channels=2), config, Path("none"), 0,
+                        ["cbf", "tmax"], 0, 32)
+
+
+def test_input_scaled_runs_train_and_sample_their_own_process_whatever_chain_evaluation_picks(project_copy):
+    variants = {group: load_variant_group(group, CONF) for group in set(GROUP_OF_KEY.values())}
+    cpu, t = torch.device("cpu"), torch.tensor([0, 500, 900])
+    plain = build_diffusion(variants["diffusion"]["ddim10_x0"])
+
+    # --params training.diffusion=... picks the variant; the process the trainer builds has SNR x 0.3^2
+    training = project_parameters(project_copy, {"training": {"diffusion": "ddim10_x0_inscale03"}})["training"]
+    trained = _trained_run(variants, training["diffusion"])
+    torch.testing.assert_close(build_diffusion(trained.config.diffusion).snr(t, torch.float64),
+                               0.09 * plain.snr(t, torch.float64), rtol=1e-9, atol=0)
+    # a sampling variant that says nothing about input scaling samples the trained process with its own chain
+    setup = resolve_setup({"diffusion": "trailing1_x0"}, trained, variants, cpu)
+    assert setup.sampler.respacing == "trailing1"
+    torch.testing.assert_close(setup.diffusion.alphas_cumprod, build_diffusion(trained.config.diffusion).alphas_cumprod)
+    # one that states another scale would sample a process the model was not trained on
+    variants["diffusion"]["trailing1_x0"]["input_scale"] = 1.0
+    with pytest.raises(ValueError, match="changes input_scale"):
+        resolve_setup({"diffusion": "trailing1_x0"}, trained, variants, cpu)
+
+
+def test_a_diffusion_variant_key_nobody_reads_is_an_error():
+    variant = {**load_variant_group("diffusion", CONF)["ddim10_x0"], "input_scal": 0.3}
+    with pytest.raises(ValueError, match=r"unknown keys \['input_scal'\]"):
+        build_diffusion(variant)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from isles_diffseg.diffusion.respace import RespacingSpec, respaced_betas, space_timesteps
-from isles_diffseg.diffusion.schedules import DEFAULT_NUM_TIMESTEPS, get_beta_schedule
+from isles_diffseg.diffusion.schedules import DEFAULT_NUM_TIMESTEPS, get_beta_schedule, input_scaled_betas
 
 ModelOutputKind = Literal["epsilon", "x0", "v"]
 VarianceKind = Literal["fixed_small", "fixed_large"]
@@ -160,9 +160,12 @@ class GaussianDiffusion:
         num_timesteps: int = DEFAULT_NUM_TIMESTEPS,
         model_output: ModelOutputKind = "epsilon",
         variance: VarianceKind = "fixed_small",
+        input_scale: float = 1.0,
     ) -> GaussianDiffusion:
-        """The full process over a named beta schedule (see :func:`get_beta_schedule`)."""
-        return cls(get_beta_schedule(schedule, num_timesteps), model_output, variance)
+        """The full process over a named beta schedule (see :func:`get_beta_schedule`), its SNR scaled by
+        ``input_scale**2`` (see :func:`input_scaled_betas`)."""
+        betas = input_scaled_betas(get_beta_schedule(schedule, num_timesteps), input_scale)
+        return cls(betas, model_output, variance)
 
     def respaced(self, spec: RespacingSpec | None) -> GaussianDiffusion:
         """The chain over ``space_timesteps(T, spec)`` with the same alphas_cumprod there (None: self)."""

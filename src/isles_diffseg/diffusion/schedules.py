@@ -47,6 +47,25 @@ def get_beta_schedule(name: str, num_timesteps: int = DEFAULT_NUM_TIMESTEPS) -> 
     return BETA_SCHEDULES[name](num_timesteps)
 
 
+def input_scaled_betas(betas: np.ndarray, input_scale: float) -> np.ndarray:
+    """Betas of the process that diffuses ``input_scale * x_0`` and rescales x_t back to unit variance.
+
+    Input scaling (Chen 2023, "On the importance of noise scheduling for diffusion models"; Chen et al. 2022,
+    Pix2Seq-D, for segmentation masks) multiplies the signal-to-noise ratio at every step by ``input_scale**2``:
+    alpha_bar' = b^2 alpha_bar / (1 + (b^2 - 1) alpha_bar). A binary mask is so redundant that at the
+    unscaled schedule's middle timesteps it can still be read off x_t; b < 1 hides it there, so more of the
+    training batch teaches the model to read the image. 1.0 returns the schedule unchanged.
+    """
+    if isinstance(input_scale, bool) or not (np.isfinite(input_scale) and input_scale > 0):
+        raise ValueError(f"input_scale must be a finite number > 0 (1 = no scaling), got {input_scale!r}")
+    if input_scale == 1.0:
+        return betas
+    alphas_cumprod = np.cumprod(1.0 - betas)
+    scale2 = float(input_scale) ** 2
+    shifted = scale2 * alphas_cumprod / (1.0 + (scale2 - 1.0) * alphas_cumprod)
+    return 1.0 - shifted / np.append(1.0, shifted[:-1])
+
+
 def _check_num_timesteps(num_timesteps: int) -> None:
     if (
         isinstance(num_timesteps, bool)

@@ -14,7 +14,7 @@ from isles_diffseg.config.variants import select_variant
 from isles_diffseg.diffusion import GaussianDiffusion
 from isles_diffseg.evaluation.trained_model import TrainedModel
 from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
-from isles_diffseg.inference.predict import AMP_DTYPES, SamplerConfig, build_diffusion
+from isles_diffseg.inference.predict import AMP_DTYPES, PROCESS_DEFAULTS, SamplerConfig, build_diffusion
 
 
 @dataclass
@@ -47,11 +47,12 @@ def resolve_setup(evaluation: Mapping[str, Any], trained: TrainedModel, variants
         if evaluation.get("diffusion"):
             name = evaluation["diffusion"]
             override = select_variant(variants.get("diffusion", {}), name, "diffusion")
-            for key in ("num_timesteps", "schedule", "model_output"):  # the process itself is the model's
-                if override.get(key) != variant.get(key):
+            # The process is the trained model's: a sampling variant that leaves a process key out inherits it.
+            for key, default in PROCESS_DEFAULTS.items():
+                if key in override and override[key] != variant.get(key, default):
                     raise ValueError(f"evaluation.diffusion={name!r} changes {key} of the trained process "
-                                     f"({variant.get(key)} -> {override.get(key)}); only sampling may change")
-            variant = override
+                                     f"({variant.get(key, default)} -> {override[key]}); only sampling may change")
+            variant = {**override, **{key: variant[key] for key in PROCESS_DEFAULTS if key in variant}}
         diffusion, sampler = build_diffusion(variant), SamplerConfig.from_variant(variant)
     return EvaluationSetup(
         device=device, amp_dtype=amp_dtype, diffusion=diffusion, sampler=sampler, diffusion_name=name,

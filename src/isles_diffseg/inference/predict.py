@@ -32,12 +32,25 @@ class SamplerConfig:
                    bool(variant.get("clip_x0", True)))
 
 
+# What a diffusion variant file (conf/base/variants/diffusion) may hold: the trained process (with the value a
+# variant that leaves the key out gets), then how to sample it.
+PROCESS_DEFAULTS: dict[str, Any] = {"num_timesteps": 1000, "schedule": "cosine", "model_output": "epsilon",
+                                    "variance": "fixed_small", "input_scale": 1.0}
+SAMPLING_KEYS = ("sampler", "respacing", "eta", "clip_x0")
+_DESCRIPTIVE_KEYS = ("name", "description", "token")  # name: added by select_variant
+
+
 def build_diffusion(variant: Mapping[str, Any]) -> GaussianDiffusion:
+    """The full process a diffusion variant defines; a key it does not know is an error, not ignored."""
+    known = {*PROCESS_DEFAULTS, *SAMPLING_KEYS, *_DESCRIPTIVE_KEYS}
+    if unknown := sorted(set(variant) - known):
+        raise ValueError(f"diffusion variant has unknown keys {unknown}; known: {sorted(known)}")
+    process = {**PROCESS_DEFAULTS, **{key: variant[key] for key in PROCESS_DEFAULTS if key in variant}}
+    if isinstance(process["input_scale"], bool) or not isinstance(process["input_scale"], int | float):
+        raise ValueError(f"diffusion variant input_scale must be a number > 0, got {process['input_scale']!r}")
     return GaussianDiffusion.from_schedule(
-        variant.get("schedule", "cosine"),
-        int(variant.get("num_timesteps", 1000)),
-        variant.get("model_output", "epsilon"),
-        variant.get("variance", "fixed_small"),
+        process["schedule"], int(process["num_timesteps"]), process["model_output"], process["variance"],
+        float(process["input_scale"]),
     )
 
 
