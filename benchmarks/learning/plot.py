@@ -1,6 +1,7 @@
 """Curves and tables of benchmarks/learning/README.md from the driver's JSONL records.
 
     python benchmarks/learning/plot.py benchmarks/learning/results/*.jsonl --out benchmarks/learning/results
+    python benchmarks/learning/plot.py benchmarks/learning/results/round1[1-3]*.jsonl --out ... --prefix input_scale_
 
 Writes ``training_loss.png`` (loss against steps, log scale), ``validation_dice.png`` (validation 3D Dice
 against steps) and ``test_metrics.md`` (test-fold means per method; methods of one fold compared on the
@@ -35,7 +36,7 @@ def curves(records: list[dict], kind: str, key: str) -> dict[str, tuple[list[int
 
 
 def plot(series: dict[str, tuple[list[int], list[float]]], ylabel: str, path: Path, log: bool = False) -> None:
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, ax = plt.subplots(figsize=(11, 5))
     colours = plt.get_cmap("tab20").colors
     for i, (arm, (steps, values)) in enumerate(sorted(series.items())):
         # UNet arms dashed: the diffusion arms are what the curves compare, the UNet is the bar to reach
@@ -46,7 +47,7 @@ def plot(series: dict[str, tuple[list[int], list[float]]], ylabel: str, path: Pa
     if log:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the curves stay visible
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -80,13 +81,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("jsonl", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--prefix", default="", help="put before each output file name (plots of a subset of rounds)")
     args = parser.parse_args()
     records = read(args.jsonl)
     args.out.mkdir(parents=True, exist_ok=True)
-    plot(curves(records, "train", "train_loss"), "training loss (window mean)", args.out / "training_loss.png", log=True)
-    plot(curves(records, "val", "val_dice_3d"), "validation 3D Dice (8 val-fold cases)", args.out / "validation_dice.png")
-    (args.out / "test_metrics.md").write_text(test_table(records))
-    print((args.out / "test_metrics.md").read_text())
+    out = {name: args.out / f"{args.prefix}{name}" for name in ("training_loss.png", "validation_dice.png", "test_metrics.md")}
+    plot(curves(records, "train", "train_loss"), "training loss (window mean)", out["training_loss.png"], log=True)
+    plot(curves(records, "val", "val_dice_3d"), "validation 3D Dice (8 val-fold cases)", out["validation_dice.png"])
+    out["test_metrics.md"].write_text(test_table(records))
+    print(out["test_metrics.md"].read_text())
 
 
 if __name__ == "__main__":

@@ -60,9 +60,13 @@ def test_isles24_environment_trains_the_x0_recipe_the_learning_benchmark_measure
     with KedroSession.create(project_path=project_copy, env="isles24") as session:
         catalog = session.load_context().catalog
         training = catalog.load("params:training")
+        evaluation = catalog.load("params:evaluation")
         variants = {group: catalog.load(f"params:variants.{group}") for group in set(GROUP_OF_KEY.values())}
     config = resolve_run_config(training, variants, image_channels=2, image_size=256)
-    assert config.diffusion["model_output"] == "x0"
+    assert (config.diffusion["model_output"], config.diffusion["input_scale"]) == ("x0", 0.3)
+    # scored as rounds 12-13 scored it: the one-step chain, 5 members, the swept threshold, the base's other keys
+    assert (evaluation["diffusion"], evaluation["members"], evaluation["threshold"]["mode"]) == (
+        "trailing1_x0", 5, "sweep")
     assert (config.loss["dice_weight"], config.loss["bce_weight"], config.loss["noise_weighting"]) == (1.0, 1.0, "none")
     assert config.loss["timestep_power"] == 2.0 and config.optimizer["lr"] == 5e-4
     assert config.model["init"] == "zero_out" and config.model["first_conv_channels"] == 16

@@ -51,7 +51,8 @@ def resolve_setup(evaluation: Mapping[str, Any], trained: TrainedModel, variants
             for key, default in PROCESS_DEFAULTS.items():
                 if key in override and override[key] != variant.get(key, default):
                     raise ValueError(f"evaluation.diffusion={name!r} changes {key} of the trained process "
-                                     f"({variant.get(key, default)} -> {override[key]}); only sampling may change")
+                                     f"({variant.get(key, default)} -> {override[key]}); only sampling may change "
+                                     f"(evaluation.diffusion=null samples with the run's own variant)")
             variant = {**override, **{key: variant[key] for key in PROCESS_DEFAULTS if key in variant}}
         diffusion, sampler = build_diffusion(variant), SamplerConfig.from_variant(variant)
     return EvaluationSetup(
