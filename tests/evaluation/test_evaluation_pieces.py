@@ -12,7 +12,7 @@ from isles_diffseg.data.slicing import SliceGeometry, mask_to_slices
 from isles_diffseg.datasets.run_scoped_dataset import RunArtifact, RunScopedDataset
 from isles_diffseg.evaluation.native_grid import to_native
 from isles_diffseg.evaluation.report import metric_table, summarise_methods
-from isles_diffseg.evaluation.threshold_selection import best_threshold, sweep_thresholds
+from isles_diffseg.evaluation.threshold_selection import best_threshold, grid_edge_note, sweep_thresholds
 from isles_diffseg.pipelines.comparison.nodes import comparison_table
 
 
@@ -118,3 +118,16 @@ def test_metric_table_shows_mean_and_sd():
     summary = _summary("m", 0.7, 0.5)
     table = metric_table(summary["methods"])
     assert table.loc[table["method"] == "m", "Dice 3D"].item() == "0.700 ± 0.000"
+
+
+def test_a_threshold_chosen_at_the_edge_of_the_grid_while_dice_still_rises_is_flagged():
+    # round 12's sweep (input scale 0.3, fold 0): still rising from 0.7 to 0.8, the last candidate
+    rising = pd.DataFrame({"threshold": [0.2, 0.5, 0.7, 0.8], "mean_dice_3d": [0.527, 0.568, 0.589, 0.593]})
+    note = grid_edge_note(rising, best_threshold(rising))
+    assert note is not None and "0.8, its largest candidate" in note and "0.7: 0.589 -> 0.8: 0.593" in note
+    falling = rising.assign(mean_dice_3d=rising["mean_dice_3d"][::-1].to_numpy())
+    assert "0.2, its smallest candidate" in grid_edge_note(falling, best_threshold(falling))
+    peaked = pd.DataFrame({"threshold": [0.6, 0.7, 0.8], "mean_dice_3d": [0.57, 0.575, 0.566]})  # round 11
+    assert grid_edge_note(peaked, best_threshold(peaked)) is None
+    flat = pd.DataFrame({"threshold": [0.3, 0.5, 0.7], "mean_dice_3d": [0.8, 0.8, 0.8]})
+    assert grid_edge_note(flat, best_threshold(flat)) is None

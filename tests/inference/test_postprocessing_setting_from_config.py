@@ -55,3 +55,17 @@ def test_the_report_says_whether_the_masks_were_filtered():
                "sampling": "5 members"}
     assert "under 1 mL removed" in markdown_report("r", pd.DataFrame(), cases, {**details, "min_component_ml": 1.0})
     assert "No post-processing" in markdown_report("r", pd.DataFrame(), cases, {**details, "min_component_ml": 0.0})
+
+
+def test_the_report_carries_the_threshold_sweeps_warning():
+    import pandas as pd
+
+    cases = pd.DataFrame({"method": ["r"], "case_id": ["c"], "dice": [0.5], "abs_volume_diff_ml": [1.0],
+                          "abs_lesion_count_diff": [0], "lesion_f1": [1.0], "gt_volume_ml": [2.0],
+                          "pred_volume_ml": [3.0]})
+    details = {"n_cases": 1, "split": "test", "fold": 0, "data_root": "d", "threshold": 0.8, "threshold_mode": "sweep",
+               "sampling": "5 members"}
+    note = "the sweep chose 0.8, its largest candidate"
+    assert f"Threshold: 0.800 (sweep; note: {note})" in markdown_report("r", pd.DataFrame(), cases,
+                                                                       {**details, "threshold_note": note})
+    assert "Threshold: 0.800 (sweep)." in markdown_report("r", pd.DataFrame(), cases, {**details, "threshold_note": None})

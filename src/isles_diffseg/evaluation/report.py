@@ -63,7 +63,8 @@ def markdown_report(run_name: str, table: pd.DataFrame, case_metrics: pd.DataFra
         "",
         f"Cases: {details['n_cases']} ({details['split']} split; test fold {details['fold']}, validation fold "
         f"{details.get('val_fold')} of {details.get('n_folds')}), dataset `{details['data_root']}`.",
-        f"Sampling: {details['sampling']}. Threshold: {details['threshold']:.3f} ({details['threshold_mode']}). "
+        f"Sampling: {details['sampling']}. Threshold: {details['threshold']:.3f} ({details['threshold_mode']}"
+        + (f"; note: {details['threshold_note']}" if details.get("threshold_note") else "") + "). "
         + (f"Connected components under {details['min_component_ml']:g} mL removed from the model's masks, as from "
            "the Tmax rules'." if details.get("min_component_ml") else "No post-processing of the model's masks."),
         "Metrics on each case's native grid; ISLES'24 conventions (both-empty cases score 1.0 Dice and F1).",

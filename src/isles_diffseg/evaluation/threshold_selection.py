@@ -28,3 +28,18 @@ def best_threshold(sweep: pd.DataFrame) -> float:
     best = sweep["mean_dice_3d"].max()
     tied = sweep.loc[np.isclose(sweep["mean_dice_3d"], best), "threshold"]
     return float(tied.iloc[np.argmin(np.abs(tied.to_numpy() - 0.5))])
+
+
+def grid_edge_note(sweep: pd.DataFrame, chosen: float) -> str | None:
+    """Why the chosen threshold may not be the best one: it is the first or last candidate and validation
+    Dice was still rising towards it (on the synthetic 256-px folds both models chose 0.8 of 0.2-0.8)."""
+    ordered = sweep.sort_values("threshold").reset_index(drop=True)
+    if len(ordered) < 2:
+        return None
+    for edge, neighbour, side in ((len(ordered) - 1, len(ordered) - 2, "largest"), (0, 1, "smallest")):
+        at, before = ordered.loc[edge], ordered.loc[neighbour]
+        if np.isclose(at["threshold"], chosen) and at["mean_dice_3d"] > before["mean_dice_3d"]:
+            return (f"the sweep chose {chosen:g}, its {side} candidate, with validation Dice still rising towards it "
+                    f"({before['threshold']:g}: {before['mean_dice_3d']:.3f} -> {chosen:g}: {at['mean_dice_3d']:.3f}); "
+                    "the best threshold may lie outside evaluation.threshold.candidates: widen them")
+    return None

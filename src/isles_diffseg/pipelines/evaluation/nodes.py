@@ -49,7 +49,7 @@ from isles_diffseg.evaluation.settings import (
     scoring_workers,
     threshold_mode,
 )
-from isles_diffseg.evaluation.threshold_selection import best_threshold, sweep_thresholds
+from isles_diffseg.evaluation.threshold_selection import best_threshold, grid_edge_note, sweep_thresholds
 from isles_diffseg.evaluation.trained_model import TrainedModel, check_compatible, check_split
 from isles_diffseg.inference.background import in_background
 from isles_diffseg.inference.case_prediction import CasePrediction
@@ -143,10 +143,17 @@ def _external_threshold(predictions: ExternalPredictions, store: SliceStore, fol
             probabilities[case_id] = read_prediction(predictions, case_id, native).probability
             truth[case_id] = read_native_mask(metas[case_id]["mask_file"])[0]
         sweep = sweep_thresholds(probabilities, truth, spec["candidates"])
-        selection.update(threshold=best_threshold(sweep), sweep=sweep.to_dict("records"), val_cases=val_cases)
+        selection.update(threshold=best_threshold(sweep), sweep=sweep.to_dict("records"), val_cases=val_cases,
+                         note=_warn_grid_edge(predictions.name, sweep, best_threshold(sweep)))
     logger.info("%s (predictions in %s: %s): threshold %.3f (%s)", predictions.name, predictions.folder,
                 selection["contents"], selection["threshold"], mode)
     return RunArtifact(predictions.name, selection)
+
+
+def _warn_grid_edge(run_name: str, sweep: pd.DataFrame, chosen: float) -> str | None:
+    if note := grid_edge_note(sweep, chosen):
+        logger.warning("%s: %s", run_name, note)
+    return note
 
 
 def select_threshold(training_run: TrainedRun | ExternalPredictions, store: SliceStore, folds: pd.DataFrame,
@@ -171,7 +178,8 @@ def select_threshold(training_run: TrainedRun | ExternalPredictions, store: Slic
         truth = {c: store.masks(store.case_rows(c)) for c in val_cases}
         sweep = sweep_thresholds(probabilities, truth, spec["candidates"])
         selection.update(threshold=best_threshold(sweep), sweep=sweep.to_dict("records"), val_cases=val_cases,
-                         seconds=round(time.perf_counter() - started, 2))
+                         seconds=round(time.perf_counter() - started, 2),
+                         note=_warn_grid_edge(training_run.name, sweep, best_threshold(sweep)))
     logger.info("%s: threshold %.3f (%s)", training_run.name, selection["threshold"], mode)
     return RunArtifact(training_run.name, selection)
 
@@ -279,7 +287,7 @@ def build_report(case_table: pd.DataFrame, selection: dict[str, Any], prediction
         "n_cases": int(case_table["case_id"].nunique()), "split": evaluation.get("split", "test"),
         "fold": split.get("test_fold"), "val_fold": split.get("val_fold"), "n_folds": split.get("n_folds"),
         "data_root": ", ".join(roots) or None, "threshold": float(selection["threshold"]),
-        "threshold_mode": selection["mode"],
+        "threshold_mode": selection["mode"], "threshold_note": selection.get("note"),
         "min_component_ml": 0.0 if selection.get("kind") == "external" else min_component_ml(
             evaluation.get("min_component_ml", 0.0)),
         "sampling": trained_sampling or f"{evaluation.get('members', 5)} members, {evaluation.get('fusion', 'mean')} "
