@@ -71,7 +71,8 @@ def test_input_scaled_runs_train_and_sample_their_own_process_whatever_chain_eva
     cpu, t = torch.device("cpu"), torch.tensor([0, 500, 900])
     plain = build_diffusion(variants["diffusion"]["ddim10_x0"])
 
-    # --params training.diffusion=... picks the variant; the process the trainer builds has SNR x 0.3^2
+    # --params training.diffusion=... picks the variant; the process built from the run config (as the Trainer
+    # builds it) has SNR x 0.3^2
     training = project_parameters(project_copy, {"training": {"diffusion": "ddim10_x0_inscale03"}})["training"]
     trained = _trained_run(variants, training["diffusion"])
     torch.testing.assert_close(build_diffusion(trained.config.diffusion).snr(t, torch.float64),

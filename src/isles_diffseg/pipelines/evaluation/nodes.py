@@ -143,8 +143,9 @@ def _external_threshold(predictions: ExternalPredictions, store: SliceStore, fol
             probabilities[case_id] = read_prediction(predictions, case_id, native).probability
             truth[case_id] = read_native_mask(metas[case_id]["mask_file"])[0]
         sweep = sweep_thresholds(probabilities, truth, spec["candidates"])
-        selection.update(threshold=best_threshold(sweep), sweep=sweep.to_dict("records"), val_cases=val_cases,
-                         note=_warn_grid_edge(predictions.name, sweep, best_threshold(sweep)))
+        chosen = best_threshold(sweep)
+        selection.update(threshold=chosen, sweep=sweep.to_dict("records"), val_cases=val_cases,
+                         note=_warn_grid_edge(predictions.name, sweep, chosen))
     logger.info("%s (predictions in %s: %s): threshold %.3f (%s)", predictions.name, predictions.folder,
                 selection["contents"], selection["threshold"], mode)
     return RunArtifact(predictions.name, selection)
@@ -177,9 +178,10 @@ def select_threshold(training_run: TrainedRun | ExternalPredictions, store: Slic
         probabilities = {p.case_id: p.probability for p in _predict(trained, setup, store, val_cases)}
         truth = {c: store.masks(store.case_rows(c)) for c in val_cases}
         sweep = sweep_thresholds(probabilities, truth, spec["candidates"])
-        selection.update(threshold=best_threshold(sweep), sweep=sweep.to_dict("records"), val_cases=val_cases,
+        chosen = best_threshold(sweep)
+        selection.update(threshold=chosen, sweep=sweep.to_dict("records"), val_cases=val_cases,
                          seconds=round(time.perf_counter() - started, 2),
-                         note=_warn_grid_edge(training_run.name, sweep, best_threshold(sweep)))
+                         note=_warn_grid_edge(training_run.name, sweep, chosen))
     logger.info("%s: threshold %.3f (%s)", training_run.name, selection["threshold"], mode)
     return RunArtifact(training_run.name, selection)
 
