@@ -206,7 +206,38 @@ def test_a_validation_announces_its_cost_before_it_starts(tiny, tmp_path, caplog
         _trainer(tiny, tmp_path, max_steps=3, val_interval=3).fit()
     started = [r.getMessage() for r in caplog.records if "validating on" in r.getMessage()]
     assert started == ["Step 3: validating on 1 cases (ddim ddim10, 1 member(s) per slice; val_max_cases, "
-                       "val_members and the diffusion variant's respacing set the cost)"]
+                       "val_members and the respacing of val_diffusion or the run's diffusion variant set the cost)"]
+
+
+def test_validation_samples_the_chain_val_diffusion_names_over_the_runs_own_process(tiny, tmp_path, monkeypatch):
+    import isles_diffseg.training.trainer as trainer_module
+
+    seen = []
+    real_validate = trainer_module.validate
+
+    def spy(model, store, cases, **kwargs):
+        seen.append((kwargs["sampler"].respacing, kwargs["members"], kwargs["diffusion"]))
+        return real_validate(model, store, cases, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "validate", spy)
+    x0_run = {"diffusion": "ddim10_x0_inscale03", "loss": "mse_x0_aux1_t2", "max_steps": 2, "val_interval": 2}
+    trainer = _trainer(tiny, tmp_path / "a", **x0_run, val_diffusion="trailing1_x0", val_members=2)
+    trainer.fit()
+    # the one-step chain at 2 members, over the input-scaled process the run trained on
+    assert [(respacing, members) for respacing, members, _ in seen] == [("trailing1", 2)]
+    assert seen[0][2] is trainer.diffusion and seen[0][2].alphas_cumprod[500] < 0.1  # unscaled cosine: 0.49
+    seen.clear()
+    _trainer(tiny, tmp_path / "b", **x0_run).fit()  # null: the run's own variant
+    assert [(respacing, members) for respacing, members, _ in seen] == [("ddim10", 1)]
+
+
+def test_a_val_diffusion_of_another_process_or_an_unknown_name_fails_before_training(tiny):
+    store, _ = tiny
+    with pytest.raises(ValueError, match=r"training.val_diffusion='ddim50' changes model_output .*\("
+                                         r"training.val_diffusion=null samples with the run's own variant"):
+        _config(store, diffusion="ddim10_x0", loss="mse_x0_aux1_t2", val_diffusion="ddim50")
+    with pytest.raises(KeyError, match="trailing_1"):
+        _config(store, diffusion="ddim10_x0", loss="mse_x0_aux1_t2", val_diffusion="trailing_1")
 
 
 def test_gradient_clipping_acts_on_the_model_parameters_also_after_a_resume(tiny, tmp_path):

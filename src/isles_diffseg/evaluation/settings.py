@@ -14,7 +14,7 @@ from isles_diffseg.config.variants import select_variant
 from isles_diffseg.diffusion import GaussianDiffusion
 from isles_diffseg.evaluation.trained_model import TrainedModel
 from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
-from isles_diffseg.inference.predict import AMP_DTYPES, PROCESS_DEFAULTS, SamplerConfig, build_diffusion
+from isles_diffseg.inference.predict import AMP_DTYPES, SamplerConfig, build_diffusion, sampling_variant
 
 
 @dataclass
@@ -46,14 +46,8 @@ def resolve_setup(evaluation: Mapping[str, Any], trained: TrainedModel, variants
         name = trained.config.names["diffusion"]
         if evaluation.get("diffusion"):
             name = evaluation["diffusion"]
-            override = select_variant(variants.get("diffusion", {}), name, "diffusion")
-            # The process is the trained model's: a sampling variant that leaves a process key out inherits it.
-            for key, default in PROCESS_DEFAULTS.items():
-                if key in override and override[key] != variant.get(key, default):
-                    raise ValueError(f"evaluation.diffusion={name!r} changes {key} of the trained process "
-                                     f"({variant.get(key, default)} -> {override[key]}); only sampling may change "
-                                     f"(evaluation.diffusion=null samples with the run's own variant)")
-            variant = {**override, **{key: variant[key] for key in PROCESS_DEFAULTS if key in variant}}
+            variant = sampling_variant(variant, select_variant(variants.get("diffusion", {}), name, "diffusion"),
+                                       f"evaluation.diffusion={name!r}")
         diffusion, sampler = build_diffusion(variant), SamplerConfig.from_variant(variant)
     return EvaluationSetup(
         device=device, amp_dtype=amp_dtype, diffusion=diffusion, sampler=sampler, diffusion_name=name,

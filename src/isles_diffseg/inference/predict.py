@@ -40,6 +40,17 @@ SAMPLING_KEYS = ("sampler", "respacing", "eta", "clip_x0")
 _DESCRIPTIVE_KEYS = ("name", "description", "token")  # name: added by select_variant
 
 
+def sampling_variant(trained: Mapping[str, Any], override: Mapping[str, Any], setting: str) -> dict[str, Any]:
+    """``override``'s way of sampling over the ``trained`` variant's process: a process key the override leaves
+    out is the run's, one it changes is an error (the network was trained on one process only)."""
+    for key, default in PROCESS_DEFAULTS.items():
+        if key in override and override[key] != trained.get(key, default):
+            raise ValueError(f"{setting} changes {key} of the trained process ({trained.get(key, default)} -> "
+                             f"{override[key]}); only sampling may change ({setting.split('=')[0]}=null samples "
+                             "with the run's own variant)")
+    return {**override, **{key: trained[key] for key in PROCESS_DEFAULTS if key in trained}}
+
+
 def build_diffusion(variant: Mapping[str, Any]) -> GaussianDiffusion:
     """The full process a diffusion variant defines; a key it does not know is an error, not ignored."""
     known = {*PROCESS_DEFAULTS, *SAMPLING_KEYS, *_DESCRIPTIVE_KEYS}

@@ -3,7 +3,9 @@
 ``training.<group>`` names a variant of each group (model, loss, optimizer, scheduler,
 augmentation, diffusion, recipe); any recipe key given directly under ``training`` (e.g.
 ``training.max_steps=500000``) overrides the recipe. The model's ``image_channels`` and
-``image_size`` always follow the slice store (modalities x (2k+1), slicing.image_size).
+``image_size`` always follow the slice store (modalities x (2k+1), slicing.image_size). The recipe key
+``val_diffusion`` names a diffusion variant to sample validation with (same process, e.g. the chain the
+evaluation samples); it is resolved here, into ``extra["val_sampling"]``, so a bad name fails before training.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from isles_diffseg.config.variants import select_variant
+from isles_diffseg.inference.predict import sampling_variant
 from isles_diffseg.models import architecture_kind, check_image_size
 
 # training.<key> -> variant group
@@ -108,6 +111,11 @@ def resolve_run_config(
         seed=int(training.get("seed", 42)),
         device=str(training.get("device", "auto")),
     )
+    if recipe.get("val_diffusion") is not None and config.kind == "diffusion":
+        name = recipe["val_diffusion"]
+        config.extra["val_sampling"] = sampling_variant(
+            chosen["diffusion"], select_variant(variants.get("diffusion", {}), name, "diffusion"),
+            f"training.val_diffusion={name!r}")
     given = training.get("run_name")
     if given is not None and given != "":
         config.run_name = check_run_name(str(given))  # --params turns "123" into an int

@@ -180,7 +180,8 @@ class Trainer:
         self.loss_fn = build_loss(config.loss)
         self.augment = build_augmentation(config.augmentation)
         self.diffusion = build_diffusion(config.diffusion) if config.kind == "diffusion" else None
-        self.sampler_config = SamplerConfig.from_variant(config.diffusion) if config.kind == "diffusion" else None
+        self.sampler_config = (SamplerConfig.from_variant(config.extra.get("val_sampling") or config.diffusion)
+                               if config.kind == "diffusion" else None)  # validation's; training samples no chain
         self.batches = SliceBatchSampler(train_rows, int(recipe["batch_size"]), seed=config.seed,
                                          rank=self.dist.rank, world_size=self.dist.world_size)
         self.noise_generator = torch.Generator(self.device).manual_seed(seed + 1)
@@ -353,7 +354,8 @@ class Trainer:
             sampling = (f"{self.sampler_config.sampler} {self.sampler_config.respacing}, "
                         f"{recipe.get('val_members', 1)} member(s)" if self.sampler_config else "one forward pass")
             logger.info("Step %d: validating on %d cases (%s per slice; val_max_cases, val_members and the "
-                        "diffusion variant's respacing set the cost)", self.step, len(self.val_cases), sampling)
+                        "respacing of val_diffusion or the run's diffusion variant set the cost)", self.step,
+                        len(self.val_cases), sampling)
         result = validate(
             model, self.store, mine, kind=self.config.kind, diffusion=self.diffusion,
             sampler=self.sampler_config, device=self.device, batch_size=int(recipe.get("val_batch_size", 64)),
