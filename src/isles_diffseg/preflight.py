@@ -4,8 +4,10 @@ The slice size must suit every model the parameters name (``training.model`` and
 ``<ns>.training.model``, e.g. the demo's UNet baseline): each model downsamples the image by a fixed
 factor, so ``slicing.image_size`` must be a multiple of it. Without this check a size such as 63
 passes ingestion and slicing (minutes to hours on the real release) and only fails when training
-builds the model. Likewise the evaluation settings are read only after training: a misspelt one is
-refused before ``kedro run --pipelines training,evaluation`` trains for hours.
+builds the model. Likewise the evaluation settings are read only after training: a misspelt one, or an
+``evaluation.diffusion`` chain of another process than the one being trained (e.g. the isles24 default
+``trailing1_x0`` for an epsilon run), is refused before ``kedro run --pipelines training,evaluation`` trains for
+hours.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from kedro.pipeline import Pipeline
 
 from isles_diffseg.evaluation.settings import min_component_ml, scoring_workers, threshold_mode
 from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
+from isles_diffseg.inference.predict import sampling_variant
 from isles_diffseg.models import check_image_size
 
 
@@ -62,6 +65,35 @@ def check_evaluation_settings(params: Mapping[str, Any]) -> None:
             raise ValueError(f"{error} (in {prefix}; refused before the run starts)") from error
 
 
+def check_evaluation_sampling(params: Mapping[str, Any]) -> None:
+    """``evaluation.diffusion`` against the diffusion variant of the run the same ``kedro run`` trains (the
+    evaluation of another run, ``evaluation.run``, is checked when it loads that run)."""
+    variants = params.get("variants", {})
+    for prefix, training in training_blocks(params).items():
+        namespace = prefix.removesuffix("training").rstrip(".")
+        evaluation = params.get(namespace, {}).get("evaluation") if namespace else params.get("evaluation")
+        if not isinstance(evaluation, Mapping) or not evaluation.get("diffusion"):
+            continue
+        if evaluation.get("run") not in (None, training.get("run_name")):
+            continue
+        loss = variants.get("loss", {}).get(training.get("loss"), {})
+        trained = variants.get("diffusion", {}).get(training.get("diffusion"))
+        chosen = variants.get("diffusion", {}).get(evaluation["diffusion"])
+        if loss.get("kind") != "diffusion" or trained is None or chosen is None:
+            continue  # a UNet samples no chain; unknown names are answered by the variant lookup with the known ones
+        evaluation_prefix = f"{namespace}.evaluation" if namespace else "evaluation"
+        try:
+            sampling_variant(trained, chosen, f"{evaluation_prefix}.diffusion={evaluation['diffusion']!r}")
+        except ValueError as error:
+            raise ValueError(f"{error}; {prefix}.diffusion={training['diffusion']!r} (refused before the run "
+                             "starts)") from error
+
+
+def _trains(pipeline: Pipeline) -> bool:
+    return any(i == "params:training" or (i.startswith("params:") and i.endswith(".training"))
+               for node in pipeline.nodes for i in node.inputs)
+
+
 def _slices_in(pipeline: Pipeline) -> bool:
     return any("params:slicing" in node.inputs for node in pipeline.nodes)
 
@@ -79,3 +111,5 @@ class PreflightHooks:
             check_slicing_settings(catalog.load("parameters"))
         if _evaluates(pipeline):
             check_evaluation_settings(catalog.load("parameters"))
+            if _trains(pipeline):
+                check_evaluation_sampling(catalog.load("parameters"))

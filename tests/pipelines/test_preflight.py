@@ -9,7 +9,12 @@ from conftest import write_tiny_case
 
 from isles_diffseg.config.variants import load_variant_group
 from isles_diffseg.models import IncompatibleImageSizeError
-from isles_diffseg.preflight import check_evaluation_settings, check_slicing_settings, training_blocks
+from isles_diffseg.preflight import (
+    check_evaluation_sampling,
+    check_evaluation_settings,
+    check_slicing_settings,
+    training_blocks,
+)
 from isles_diffseg.training.run_config import GROUP_OF_KEY, resolve_run_config
 
 CONF = Path(__file__).parents[2] / "conf" / "base"
@@ -85,3 +90,61 @@ def test_training_and_evaluation_with_a_bad_evaluation_setting_stop_before_the_f
           pytest.raises(ValueError, match=r"evaluation\.min_component_ml must be .* refused before the run starts")):
         session.run(pipeline_names=["training", "evaluation"])
     assert not (project_copy / "data/06_models").exists() or not any((project_copy / "data/06_models").iterdir())
+
+
+def test_an_evaluation_chain_of_another_process_than_the_one_trained_is_refused():
+    epsilon = {"loss": "mse_with_aux_light", "diffusion": "ddim50", "run_name": None}
+    x0 = {"loss": "mse_x0_aux1_t2", "diffusion": "ddim10_x0_inscale03", "run_name": None}
+    evaluation = {"run": None, "diffusion": "trailing1_x0"}
+    with pytest.raises(ValueError, match=r"evaluation\.diffusion='trailing1_x0' changes model_output of the trained "
+                                         r"process \(epsilon -> x0\).*training\.diffusion='ddim50' \(refused before"):
+        check_evaluation_sampling({"training": epsilon, "evaluation": evaluation, "variants": VARIANTS})
+    check_evaluation_sampling({"training": x0, "evaluation": evaluation, "variants": VARIANTS})  # inherits the scale
+    check_evaluation_sampling({"training": epsilon, "evaluation": {**evaluation, "diffusion": None},
+                               "variants": VARIANTS})  # the run's own chain
+    check_evaluation_sampling({"training": epsilon, "evaluation": {**evaluation, "run": "an_older_x0_run"},
+                               "variants": VARIANTS})  # evaluates another run, checked when it is loaded
+    unet = {"loss": "dice_bce", "diffusion": "ddim10", "run_name": None}
+    check_evaluation_sampling({"training": epsilon | {"run_name": "r"}, "evaluation": {**evaluation, "run": "x"},
+                               "unet_baseline": {"training": unet, "evaluation": evaluation}, "variants": VARIANTS})
+    with pytest.raises(ValueError, match=r"unet_baseline\.evaluation\.diffusion=.*unet_baseline\.training\.diffusion"):
+        check_evaluation_sampling({"unet_baseline": {"training": epsilon, "evaluation": evaluation},
+                                   "variants": VARIANTS})
+
+
+def test_isles24_training_and_evaluation_of_an_epsilon_run_stops_before_the_first_node(project_copy):
+    """--env isles24 evaluates with the one-step x0 chain: an epsilon run (the handover's ablation) must say so
+    before it trains, not after."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project_copy)
+    params = {"training": {"diffusion": "ddim50", "loss": "mse_with_aux_light"}}
+    with (KedroSession.create(project_path=project_copy, env="isles24", runtime_params=params) as session,
+          pytest.raises(ValueError, match=r"changes model_output .*evaluation\.diffusion=null samples with the run's "
+                                          r"own variant.*refused before the run starts")):
+        session.run(pipeline_names=["training", "evaluation"])
+    assert not (project_copy / "data/06_models").exists() or not any((project_copy / "data/06_models").iterdir())
+
+
+def test_the_shipped_epsilon_ablation_space_passes_the_isles24_preflight_because_it_keeps_its_own_chain(project_copy):
+    from kedro.framework.project import settings
+    from kedro.framework.startup import bootstrap_project
+    from omegaconf import OmegaConf
+
+    from isles_diffseg.campaign.space import load_space
+    from isles_diffseg.config.params_text import params_text
+
+    space = load_space(project_copy / "conf/base/search_spaces/lr_scheduler.yml")
+    trial = space.fixed | {key: choices[0] for key, choices in space.categorical_choices().items()}
+
+    def isles24_params(overrides: dict) -> dict:  # what `kedro run --env isles24 --params <trial>` sees
+        bootstrap_project(project_copy)
+        runtime = OmegaConf.to_container(OmegaConf.from_dotlist(params_text(overrides).split(",")))
+        params = settings.CONFIG_LOADER_CLASS(conf_source=str(project_copy / "conf"), env="isles24",
+                                              runtime_params=runtime, **settings.CONFIG_LOADER_ARGS)["parameters"]
+        return params | {"variants": VARIANTS}  # a session adds them (params:variants) from conf/base/variants
+
+    check_evaluation_sampling(isles24_params(trial))
+    with pytest.raises(ValueError, match="changes model_output"):
+        check_evaluation_sampling(isles24_params({k: v for k, v in trial.items() if k != "evaluation.diffusion"}))
