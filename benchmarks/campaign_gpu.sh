@@ -94,7 +94,7 @@ synthetic:
       field_spacing_mm: 2.0
 EOF
   image_size=256 batch=16
-  # the isles24 recipe (16c MedSegDiff, mse_x0_aux1_t2, AdamW 5e-4, ddim10_x0, bf16) as the runs' defaults
+  # the isles24 recipe (16c MedSegDiff, mse_x0_aux1_t2, AdamW 5e-4, ddim10_x0_inscale03, bf16) as the runs' defaults
   sed -n '/^training:/,/^$/p' "$repo/conf/isles24/parameters_training.yml" | grep -v '^$' \
     > "$project/conf/local/parameters_training.yml"
 fi
