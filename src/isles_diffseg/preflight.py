@@ -78,12 +78,12 @@ def check_evaluation_sampling(params: Mapping[str, Any]) -> None:
             continue
         loss = variants.get("loss", {}).get(training.get("loss"), {})
         trained = variants.get("diffusion", {}).get(training.get("diffusion"))
-        chosen = variants.get("diffusion", {}).get(evaluation["diffusion"])
-        if loss.get("kind") != "diffusion" or trained is None or chosen is None:
-            continue  # a UNet samples no chain; unknown names are answered by the variant lookup with the known ones
+        if loss.get("kind") != "diffusion" or trained is None:
+            continue  # a UNet samples no chain; an unknown training variant is answered by training's own lookup
         evaluation_prefix = f"{namespace}.evaluation" if namespace else "evaluation"
-        try:
-            sampling_variant(trained, chosen, f"{evaluation_prefix}.diffusion={evaluation['diffusion']!r}")
+        try:  # an unknown evaluation.diffusion name fails here too, listing the known ones
+            sampling_variant(trained, variants.get("diffusion", {}), evaluation["diffusion"],
+                             f"{evaluation_prefix}.diffusion")
         except ValueError as error:
             raise ValueError(f"{error}; {prefix}.diffusion={training['diffusion']!r} (refused before the run "
                              "starts)") from error

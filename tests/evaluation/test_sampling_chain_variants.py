@@ -91,3 +91,21 @@ def test_a_diffusion_variant_key_nobody_reads_is_an_error():
     variant = {**load_variant_group("diffusion", CONF)["ddim10_x0"], "input_scal": 0.3}
     with pytest.raises(ValueError, match=r"unknown keys \['input_scal'\]"):
         build_diffusion(variant)
+
+
+def test_the_input_scale_and_the_validation_chain_take_effect_from_params_and_conf_local(project_copy):
+    variants = {group: load_variant_group(group, CONF) for group in set(GROUP_OF_KEY.values())}
+
+    def resolved(runtime_params: dict | None = None) -> tuple[float, str]:  # as `kedro run` merges the config
+        training = project_parameters(project_copy, runtime_params)["training"]
+        config = resolve_run_config({**training, "run_name": "t"}, variants, image_channels=2, image_size=32)
+        validation = config.extra.get("val_sampling") or config.diffusion
+        return config.diffusion.get("input_scale", 1.0), validation["respacing"]
+
+    assert resolved() == (1.0, "ddim10")  # conf/base: the demo's process, validated with its own chain
+    assert resolved({"training": {"diffusion": "ddim10_x0_inscale01", "val_diffusion": "trailing10_x0"}}) == (
+        0.1, "trailing10")  # --params
+    (project_copy / "conf/local/parameters_training.yml").write_text(yaml.safe_dump(
+        {"training": {"diffusion": "ddim10_x0_inscale03", "val_diffusion": "trailing1_x0"}}))
+    assert resolved() == (0.3, "trailing1")  # conf/local
+    assert resolved({"training": {"val_diffusion": None}}) == (0.3, "ddim10")  # --params wins: the run's own chain

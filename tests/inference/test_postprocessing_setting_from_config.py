@@ -45,27 +45,25 @@ def test_a_bad_minimum_is_refused_naming_the_setting(bad):
         min_component_ml(bad)
 
 
-def test_the_report_says_whether_the_masks_were_filtered():
+def _report(**details) -> str:
+    """The Markdown report of one case scored by run "r", with ``details`` over a fixed-threshold default."""
     import pandas as pd
 
     cases = pd.DataFrame({"method": ["r"], "case_id": ["c"], "dice": [0.5], "abs_volume_diff_ml": [1.0],
                           "abs_lesion_count_diff": [0], "lesion_f1": [1.0], "gt_volume_ml": [2.0],
                           "pred_volume_ml": [3.0]})
-    details = {"n_cases": 1, "split": "test", "fold": 0, "data_root": "d", "threshold": 0.5, "threshold_mode": "fixed",
-               "sampling": "5 members"}
-    assert "under 1 mL removed" in markdown_report("r", pd.DataFrame(), cases, {**details, "min_component_ml": 1.0})
-    assert "No post-processing" in markdown_report("r", pd.DataFrame(), cases, {**details, "min_component_ml": 0.0})
+    defaults = {"n_cases": 1, "split": "test", "fold": 0, "data_root": "d", "threshold": 0.5,
+                "threshold_mode": "fixed", "sampling": "5 members"}
+    return markdown_report("r", pd.DataFrame(), cases, {**defaults, **details})
+
+
+def test_the_report_says_whether_the_masks_were_filtered():
+    assert "under 1 mL removed" in _report(min_component_ml=1.0)
+    assert "No post-processing" in _report(min_component_ml=0.0)
 
 
 def test_the_report_carries_the_threshold_sweeps_warning():
-    import pandas as pd
-
-    cases = pd.DataFrame({"method": ["r"], "case_id": ["c"], "dice": [0.5], "abs_volume_diff_ml": [1.0],
-                          "abs_lesion_count_diff": [0], "lesion_f1": [1.0], "gt_volume_ml": [2.0],
-                          "pred_volume_ml": [3.0]})
-    details = {"n_cases": 1, "split": "test", "fold": 0, "data_root": "d", "threshold": 0.8, "threshold_mode": "sweep",
-               "sampling": "5 members"}
     note = "the sweep chose 0.8, its largest candidate"
-    assert f"Threshold: 0.800 (sweep; note: {note})" in markdown_report("r", pd.DataFrame(), cases,
-                                                                       {**details, "threshold_note": note})
-    assert "Threshold: 0.800 (sweep)." in markdown_report("r", pd.DataFrame(), cases, {**details, "threshold_note": None})
+    assert f"Threshold: 0.800 (sweep; note: {note})" in _report(threshold=0.8, threshold_mode="sweep",
+                                                                 threshold_note=note)
+    assert "Threshold: 0.800 (sweep)." in _report(threshold=0.8, threshold_mode="sweep", threshold_note=None)

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from isles_diffseg.config.variants import select_variant
 from isles_diffseg.diffusion import GaussianDiffusion
 from isles_diffseg.evaluation.trained_model import TrainedModel
 from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
@@ -46,8 +45,7 @@ def resolve_setup(evaluation: Mapping[str, Any], trained: TrainedModel, variants
         name = trained.config.names["diffusion"]
         if evaluation.get("diffusion"):
             name = evaluation["diffusion"]
-            variant = sampling_variant(variant, select_variant(variants.get("diffusion", {}), name, "diffusion"),
-                                       f"evaluation.diffusion={name!r}")
+            variant = sampling_variant(variant, variants.get("diffusion", {}), name, "evaluation.diffusion")
         diffusion, sampler = build_diffusion(variant), SamplerConfig.from_variant(variant)
     return EvaluationSetup(
         device=device, amp_dtype=amp_dtype, diffusion=diffusion, sampler=sampler, diffusion_name=name,

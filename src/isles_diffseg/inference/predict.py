@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from isles_diffseg.config.variants import select_variant
 from isles_diffseg.diffusion import GaussianDiffusion, SampleResult, ddim_sample, ddpm_sample, sample_ensemble
 from isles_diffseg.models.kinds import DIFFUSION, DISCRIMINATIVE, segmentation_logits
 
@@ -40,14 +41,16 @@ SAMPLING_KEYS = ("sampler", "respacing", "eta", "clip_x0")
 _DESCRIPTIVE_KEYS = ("name", "description", "token")  # name: added by select_variant
 
 
-def sampling_variant(trained: Mapping[str, Any], override: Mapping[str, Any], setting: str) -> dict[str, Any]:
-    """``override``'s way of sampling over the ``trained`` variant's process: a process key the override leaves
-    out is the run's, one it changes is an error (the network was trained on one process only)."""
+def sampling_variant(trained: Mapping[str, Any], diffusion_variants: Mapping[str, Mapping[str, Any]], name: str,
+                     setting: str) -> dict[str, Any]:
+    """Variant ``name``'s way of sampling over the ``trained`` variant's process: a process key it leaves out is
+    the run's, one it changes is an error naming ``setting`` (the network was trained on one process only)."""
+    override = select_variant(diffusion_variants, name, "diffusion")
     for key, default in PROCESS_DEFAULTS.items():
         if key in override and override[key] != trained.get(key, default):
-            raise ValueError(f"{setting} changes {key} of the trained process ({trained.get(key, default)} -> "
-                             f"{override[key]}); only sampling may change ({setting.split('=')[0]}=null samples "
-                             "with the run's own variant)")
+            raise ValueError(f"{setting}={name!r} changes {key} of the trained process ({trained.get(key, default)} "
+                             f"-> {override[key]}); only sampling may change ({setting}=null samples with the run's "
+                             "own variant)")
     return {**override, **{key: trained[key] for key in PROCESS_DEFAULTS if key in trained}}
 
 

@@ -112,10 +112,8 @@ def resolve_run_config(
         device=str(training.get("device", "auto")),
     )
     if recipe.get("val_diffusion") is not None and config.kind == "diffusion":
-        name = recipe["val_diffusion"]
-        config.extra["val_sampling"] = sampling_variant(
-            chosen["diffusion"], select_variant(variants.get("diffusion", {}), name, "diffusion"),
-            f"training.val_diffusion={name!r}")
+        config.extra["val_sampling"] = sampling_variant(chosen["diffusion"], variants.get("diffusion", {}),
+                                                        recipe["val_diffusion"], "training.val_diffusion")
     given = training.get("run_name")
     if given is not None and given != "":
         config.run_name = check_run_name(str(given))  # --params turns "123" into an int
