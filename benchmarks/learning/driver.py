@@ -35,7 +35,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
-WIDE_GRID = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]  # the pipeline's candidates and 0.9 (see test_metrics)
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -200,16 +199,15 @@ def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, 
                                  batch_size=64, amp_dtype=amp, seed=0)
 
         started = time.perf_counter()
-        threshold, wide_threshold, sweep_rows = 0.5, 0.5, []
+        threshold, sweep_rows = 0.5, []
         if setting.get("sweep", True) and val_cases:
-            # swept on the pipeline's grid and, beside it, on one reaching 0.9 (`@val09`): both models chose the
-            # grid's top (0.8) in most rounds, so whether a wider grid changes either bar is measured, not assumed
             sweep = sweep_thresholds({p.case_id: p.probability for p in predictions(val_cases)},
-                                     {c: store.masks(store.case_rows(c)) for c in val_cases}, WIDE_GRID)
-            threshold = best_threshold(sweep[sweep["threshold"].isin(candidates)])
-            wide_threshold, sweep_rows = best_threshold(sweep), sweep.to_dict("records")
+                                     {c: store.masks(store.case_rows(c)) for c in val_cases}, candidates)
+            threshold, sweep_rows = best_threshold(sweep), sweep.to_dict("records")
         val_seconds = time.perf_counter() - started
-        thresholds = {"": 0.5, "@val": threshold, "@val09": wide_threshold}
+        # rounds 14-15 also wrote `@val09` rows (a 0.2-0.9 grid beside the then 0.2-0.8 one); since then the
+        # pipeline's own grid reaches 0.9 and `@val` is cut on it
+        thresholds = {"": 0.5, "@val": threshold}
         tasks, names = [], []  # names[i]: the settings task i's metrics are reported under
         for prediction in predictions(test_cases):
             case_id = prediction.case_id
@@ -231,16 +229,11 @@ def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, 
             metrics = {k: v for k, v in row.items() if k not in ("method", "fold", "case_id")}
             for name in settings_of_mask:
                 sink.write({"type": "test", "fold": fold, "step": trained.step, "case_id": row["case_id"],
-                            "setting": name, "threshold": thresholds[_threshold_suffix(name, label)], **metrics})
+                            "setting": name, "threshold": threshold if "@val" in name else 0.5, **metrics})
         sink.write({"type": "test_time", "fold": fold, "setting": str(setting), "cases": len(test_cases),
                     "seconds": time.perf_counter() - started, "val_predict_s": val_seconds,
                     "test_predict_s": predicted - started - val_seconds, "scoring_s": time.perf_counter() - predicted,
-                    "threshold": threshold, "threshold_wide": wide_threshold, "sweep": sweep_rows})
-
-
-def _threshold_suffix(name: str, label: str) -> str:
-    """``<label>@val09+min1ml`` -> ``@val09``: which threshold a reported setting was cut at."""
-    return name[len(label):].removesuffix("+min1ml")
+                    "threshold": threshold, "sweep": sweep_rows})
 
 
 def rule_metrics(work: Path, fold: int, sink: JsonlSink) -> None:

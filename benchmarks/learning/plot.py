@@ -1,7 +1,7 @@
 """Curves and tables of benchmarks/learning/README.md from the driver's JSONL records.
 
     python benchmarks/learning/plot.py benchmarks/learning/results/*.jsonl --out benchmarks/learning/results
-    python benchmarks/learning/plot.py benchmarks/learning/results/round9*.jsonl benchmarks/learning/results/round1[0-3]*.jsonl --out ... --prefix rounds9-13_
+    python benchmarks/learning/plot.py benchmarks/learning/results/round9*.jsonl benchmarks/learning/results/round1[0-5]*.jsonl --out ... --prefix rounds9-15_
 
 Writes ``training_loss.png`` (loss against steps, log scale), ``validation_dice.png`` (validation 3D Dice
 against steps) and ``test_metrics.md`` (test-fold means per method; methods of one fold compared on the

@@ -150,6 +150,19 @@ def test_probability_maps_are_thresholded_like_our_models(processed):
     table = pd.read_csv(processed / "data/08_reporting/probs_swept/case_metrics.csv")
     assert table.loc[table["method"] == "probs_swept", "dice"].tolist() == pytest.approx([1.0] * len(fold_cases(processed, 0)))
 
+    # the default grid reaches 0.9: a model whose spill sits at 0.85 (the UNet's validation Dice still rose from 0.8
+    # to 0.9 on the GPU folds) is cut at 0.9, above the spill; the old grid's top, 0.8, kept the shell
+    for case_id, (gt, grown) in shell.items():
+        prob = np.where(gt > 0, 0.95, np.where(grown > 0, 0.85, 0.0))
+        save(prob, np.asarray(case_meta[case_id]["native_affine"]), folder / f"{case_id}.nii.gz")
+    evaluate(processed, folder, "probs_high", threshold={"mode": "sweep"})
+    selection = json.loads((processed / "data/08_reporting/probs_high/threshold_selection.json").read_text())
+    swept = {row["threshold"]: row["mean_dice_3d"] for row in selection["sweep"]}
+    assert selection["threshold"] == 0.9 and swept[0.9] == pytest.approx(1.0)
+    assert swept[0.8] == pytest.approx(np.mean([dice(shell[c][1], shell[c][0]) for c in fold_cases(processed, 1)]))
+    table = pd.read_csv(processed / "data/08_reporting/probs_high/case_metrics.csv")
+    assert table.loc[table["method"] == "probs_high", "dice"].tolist() == pytest.approx([1.0] * len(fold_cases(processed, 0)))
+
 
 GRID = NativeGeometry(np.diag([0.8, 0.8, 2.0, 1.0]), (4, 5, 3))
 
