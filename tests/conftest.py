@@ -109,15 +109,15 @@ def project_copy(tmp_path, monkeypatch) -> Path:
     return copy
 
 
-def project_parameters(project: Path, runtime_params: dict | None = None) -> dict:
-    """The parameters a `kedro run` of ``project`` sees: conf/base < conf/local < ``runtime_params`` (--params),
-    merged by the project's own config loader."""
+def project_parameters(project: Path, runtime_params: dict | None = None, env: str | None = None) -> dict:
+    """The parameters a `kedro run` of ``project`` sees: conf/base < conf/local (or conf/<env>) <
+    ``runtime_params`` (--params), merged by the project's own config loader."""
     from kedro.framework.project import settings
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project)
     loader = settings.CONFIG_LOADER_CLASS(conf_source=str(project / "conf"), runtime_params=runtime_params or {},
-                                          **settings.CONFIG_LOADER_ARGS)
+                                          env=env, **settings.CONFIG_LOADER_ARGS)
     return loader["parameters"]
 
 

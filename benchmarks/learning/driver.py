@@ -166,11 +166,11 @@ def test_metrics(run_dir: Path, work: Path, fold: int, settings: list[dict[str, 
     from isles_diffseg.data.slice_store import SliceStore
     from isles_diffseg.evaluation.case_scoring import ScoringTask, score_cases
     from isles_diffseg.evaluation.native_grid import to_native
-    from isles_diffseg.evaluation.threshold_selection import best_threshold, sweep_thresholds
     from isles_diffseg.evaluation.trained_model import load_trained_model
     from isles_diffseg.inference.case_prediction import predict_cases
     from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
     from isles_diffseg.inference.predict import SamplerConfig, build_diffusion
+    from isles_diffseg.metrics.threshold_selection import best_threshold, sweep_thresholds
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = torch.bfloat16 if device.type == "cuda" else None

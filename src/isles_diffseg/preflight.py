@@ -7,7 +7,8 @@ passes ingestion and slicing (minutes to hours on the real release) and only fai
 builds the model. Likewise the evaluation settings are read only after training: a misspelt one, or an
 ``evaluation.diffusion`` chain of another process than the one being trained (e.g. the isles24 default
 ``trailing1_x0`` for an epsilon run), is refused before ``kedro run --pipelines training,evaluation`` trains for
-hours.
+hours. And the validation settings a run is resolved with (``training.val_diffusion``, ``val_thresholds``, which
+``--env isles24`` sets) are refused before ``data_processing,training`` processes the data.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from isles_diffseg.evaluation.settings import min_component_ml, scoring_workers,
 from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
 from isles_diffseg.inference.predict import sampling_variant
 from isles_diffseg.models import check_image_size
+from isles_diffseg.training.run_config import GROUP_OF_KEY, check_val_thresholds
 
 
 def training_blocks(params: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -89,6 +91,27 @@ def check_evaluation_sampling(params: Mapping[str, Any]) -> None:
                              "starts)") from error
 
 
+def check_training_validation(params: Mapping[str, Any]) -> None:
+    """``val_thresholds`` and ``val_diffusion`` (given under the training block or by its recipe) of every run the
+    parameters train, as training resolves them at its start."""
+    variants = params.get("variants", {})
+    for prefix, training in training_blocks(params).items():
+        recipe = variants.get(GROUP_OF_KEY["recipe"], {}).get(training.get("recipe"), {})
+
+        def setting(key: str, training: Mapping[str, Any] = training, recipe: Mapping[str, Any] = recipe) -> Any:
+            return training[key] if training.get(key) is not None else recipe.get(key)
+
+        loss = variants.get("loss", {}).get(training.get("loss"), {})
+        trained = variants.get("diffusion", {}).get(training.get("diffusion"))
+        try:
+            check_val_thresholds(setting("val_thresholds"))
+            if setting("val_diffusion") is not None and loss.get("kind") == "diffusion" and trained is not None:
+                sampling_variant(trained, variants.get("diffusion", {}), setting("val_diffusion"),
+                                 f"{prefix}.val_diffusion")
+        except ValueError as error:
+            raise ValueError(f"{error} ({prefix}; refused before the run starts)") from error
+
+
 def _trains(pipeline: Pipeline) -> bool:
     return any(i == "params:training" or (i.startswith("params:") and i.endswith(".training"))
                for node in pipeline.nodes for i in node.inputs)
@@ -103,7 +126,8 @@ def _evaluates(pipeline: Pipeline) -> bool:
 
 
 class PreflightHooks:
-    """Runs the checks above when a pipeline that slices or evaluates is about to start (before its first node)."""
+    """Runs the checks above when a pipeline that slices, trains or evaluates is about to start (before its first
+    node)."""
 
     @hook_impl
     def before_pipeline_run(self, pipeline: Pipeline, catalog: Any) -> None:  # pluggy: a subset of the spec's arguments
@@ -113,3 +137,5 @@ class PreflightHooks:
             check_evaluation_settings(catalog.load("parameters"))
             if _trains(pipeline):
                 check_evaluation_sampling(catalog.load("parameters"))
+        if _trains(pipeline):
+            check_training_validation(catalog.load("parameters"))

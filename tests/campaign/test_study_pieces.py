@@ -162,3 +162,13 @@ def test_workers_can_tell_the_grid_samplers_last_point(tmp_path):
         _tell(study, trial, value)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert {t.params["training.optimizer"] for t in study.trials} == {"adamw_1e4lr_wd00", "adamw_5e5lr_wd00"}
+
+
+def test_a_run_that_sweeps_its_validation_threshold_is_pruned_on_the_swept_dice(tmp_path):
+    study = optuna.create_study(direction="maximize", pruner=build_pruner({"type": "threshold", "lower": 0.5}))
+    trial = study.ask()
+    sink = OptunaPruningSink(Recorder(), trial, tmp_path / "m.json")
+    sink.log_metrics({"val_dice_3d": 0.3, "val_dice_3d_swept": 0.7}, 10)  # below the bar at 0.5, above swept
+    with pytest.raises(optuna.TrialPruned, match="val_dice_3d_swept=0.4"):
+        sink.log_metrics({"val_dice_3d": 0.9, "val_dice_3d_swept": 0.4}, 20)
+    assert study.trials[0].intermediate_values == {10: 0.7, 20: 0.4}

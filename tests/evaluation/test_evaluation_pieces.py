@@ -12,7 +12,7 @@ from isles_diffseg.data.slicing import SliceGeometry, mask_to_slices
 from isles_diffseg.datasets.run_scoped_dataset import RunArtifact, RunScopedDataset
 from isles_diffseg.evaluation.native_grid import to_native
 from isles_diffseg.evaluation.report import metric_table, summarise_methods
-from isles_diffseg.evaluation.threshold_selection import best_threshold, grid_edge_note, sweep_thresholds
+from isles_diffseg.metrics.threshold_selection import best_threshold, grid_edge_note, sweep_thresholds
 from isles_diffseg.pipelines.comparison.nodes import comparison_table
 
 

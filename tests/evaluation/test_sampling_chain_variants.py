@@ -109,3 +109,27 @@ def test_the_input_scale_and_the_validation_chain_take_effect_from_params_and_co
         {"training": {"diffusion": "ddim10_x0_inscale03", "val_diffusion": "trailing1_x0"}}))
     assert resolved() == (0.3, "trailing1")  # conf/local
     assert resolved({"training": {"val_diffusion": None}}) == (0.3, "ddim10")  # --params wins: the run's own chain
+
+
+def test_the_validation_sweep_and_members_take_effect_from_the_isles24_env_params_and_conf_local(project_copy):
+    variants = {group: load_variant_group(group, CONF) for group in set(GROUP_OF_KEY.values())}
+
+    def validation(runtime_params: dict | None = None, env: str | None = None, section: str = "training"):
+        params = project_parameters(project_copy, runtime_params, env)
+        training = params["unet_baseline"]["training"] if section == "unet" else params["training"]
+        config = resolve_run_config({**training, "run_name": "t"}, variants, image_channels=2, image_size=256)
+        chain = (config.extra.get("val_sampling") or config.diffusion).get("respacing")
+        return chain, config.recipe["val_members"], config.recipe["val_thresholds"]
+
+    grid = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert validation() == ("ddim10", 1, None)  # conf/base: the demo validates as before
+    assert validation(env="isles24") == ("trailing1", 5, grid)  # as the isles24 evaluation scores
+    assert validation(env="isles24", section="unet")[1:] == (1, grid)  # a UNet samples no chain
+    # an epsilon run under isles24 (the handover's commands) takes the run's own chain and one member back
+    epsilon = {"training": {"diffusion": "ddim50", "loss": "mse_with_aux_light", "val_diffusion": None,
+                            "val_members": 1}}
+    assert validation(epsilon, env="isles24") == ("ddim50", 1, grid)
+    assert validation({"training": {"val_thresholds": [0.5, 0.9]}}) == ("ddim10", 1, [0.5, 0.9])  # --params
+    (project_copy / "conf/local/parameters_training.yml").write_text(yaml.safe_dump(
+        {"training": {"val_thresholds": [0.4, 0.6], "val_members": 3}}))
+    assert validation() == ("ddim10", 3, [0.4, 0.6])  # conf/local

@@ -13,6 +13,7 @@ from isles_diffseg.preflight import (
     check_evaluation_sampling,
     check_evaluation_settings,
     check_slicing_settings,
+    check_training_validation,
     training_blocks,
 )
 from isles_diffseg.training.run_config import GROUP_OF_KEY, resolve_run_config
@@ -146,5 +147,43 @@ def test_the_shipped_epsilon_ablation_space_passes_the_isles24_preflight_because
         return params | {"variants": VARIANTS}  # a session adds them (params:variants) from conf/base/variants
 
     check_evaluation_sampling(isles24_params(trial))
+    check_training_validation(isles24_params(trial))
     with pytest.raises(ValueError, match="changes model_output"):
         check_evaluation_sampling(isles24_params({k: v for k, v in trial.items() if k != "evaluation.diffusion"}))
+    with pytest.raises(ValueError, match=r"training\.val_diffusion='trailing1_x0' changes model_output"):
+        check_training_validation(isles24_params({k: v for k, v in trial.items() if k != "training.val_diffusion"}))
+
+
+def test_validation_settings_of_every_trained_run_are_checked_as_training_resolves_them():
+    epsilon = {"loss": "mse_with_aux_light", "diffusion": "ddim50", "recipe": "train_test_tiny"}
+    x0 = {"loss": "mse_x0_aux1_t2", "diffusion": "ddim10_x0_inscale03", "recipe": "train_test_tiny"}
+    unet = {"loss": "dice_bce", "diffusion": "ddim10", "recipe": "train_test_tiny"}
+    check_training_validation({"training": x0 | {"val_diffusion": "trailing1_x0", "val_thresholds": [0.5, 0.9]},
+                               "unet_baseline": {"training": unet | {"val_diffusion": "trailing1_x0"}},  # no chain
+                               "variants": VARIANTS})
+    with pytest.raises(ValueError, match=r"training\.val_diffusion='trailing1_x0' changes model_output.*\(training; "
+                                         r"refused before the run starts\)"):
+        check_training_validation({"training": epsilon | {"val_diffusion": "trailing1_x0"}, "variants": VARIANTS})
+    with pytest.raises(ValueError, match=r"val_thresholds must be .*got \[0\.5, 1\.5\] \(unet_baseline\.training"):
+        check_training_validation({"unet_baseline": {"training": unet | {"val_thresholds": [0.5, 1.5]}},
+                                   "variants": VARIANTS})
+    # a recipe's own value counts when the block leaves the key out (train_test_tiny: val_diffusion null)
+    recipes = {**VARIANTS["training"], "train_test_tiny": {**VARIANTS["training"]["train_test_tiny"],
+                                                             "val_diffusion": "trailing1_x0"}}
+    with pytest.raises(ValueError, match="changes model_output"):
+        check_training_validation({"training": epsilon, "variants": {**VARIANTS, "training": recipes}})
+
+
+def test_isles24_data_processing_and_training_of_an_epsilon_run_stops_before_the_first_node(project_copy):
+    """--env isles24 validates with the one-step x0 chain: an epsilon run must say so before the data pipelines
+    run, not when training starts after them."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project_copy)
+    params = {"training": {"diffusion": "ddim50", "loss": "mse_with_aux_light"}}
+    with (KedroSession.create(project_path=project_copy, env="isles24", runtime_params=params) as session,
+          pytest.raises(ValueError, match=r"training\.val_diffusion='trailing1_x0' changes model_output .*"
+                                          r"refused before the run starts")):
+        session.run(pipeline_names=["data_processing", "training"])
+    assert not (project_copy / "data/05_model_input/slices").exists()

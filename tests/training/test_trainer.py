@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import build_tiny_slice_store
@@ -253,3 +254,47 @@ def test_gradient_clipping_acts_on_the_model_parameters_also_after_a_resume(tiny
     resumed = _trainer(tiny, tmp_path / "b", resume_from=first.checkpoints.latest, max_steps=4, grad_clip=1e-3)
     logged, after = norms(resumed)
     assert resumed.step == 2 and logged > 1e-2 and after == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_val_thresholds_make_the_trainer_select_checkpoints_on_the_swept_dice(tiny, tmp_path):
+    from isles_diffseg.training.validation import ValidationResult
+
+    def validation(fixed: float, swept: float) -> ValidationResult:
+        return ValidationResult(pd.DataFrame(), {"val_dice_3d": fixed, "val_dice_3d_swept": swept,
+                                                 "val_threshold_swept": 0.8})
+
+    trainer = _trainer(tiny, tmp_path / "swept", max_steps=4, val_thresholds=[0.3, 0.5, 0.8])
+    trainer.run_dir.mkdir(parents=True)  # fit() makes it
+    trainer.step = 1
+    trainer._after_validation(validation(0.6, 0.7))
+    trainer.step = 2
+    trainer._after_validation(validation(0.9, 0.65))  # better at 0.5, worse as the evaluation would score it
+    assert (trainer.best_step, trainer.best_metric) == (1, 0.7)
+    assert trainer.history[-1]["best_val_dice_3d_swept"] == 0.7
+    assert load_checkpoint(trainer.checkpoints.best, torch.device("cpu"))["metric"] == {"val_dice_3d_swept": 0.7}
+    trainer.save_latest()
+    with pytest.raises(ValueError, match="selected on val_dice_3d_swept, this run selects on val_dice_3d"):
+        _trainer(tiny, tmp_path / "resumed", resume_from=trainer.checkpoints.latest, max_steps=4)
+
+    fixed = _trainer(tiny, tmp_path / "fixed", max_steps=4)  # null: selected on the Dice at 0.5, as before
+    fixed.run_dir.mkdir(parents=True)
+    fixed.step = 1
+    fixed._after_validation(validation(0.6, 0.7))
+    fixed.step = 2
+    fixed._after_validation(validation(0.9, 0.65))
+    assert (fixed.best_step, fixed.best_metric) == (2, 0.9)
+
+
+def test_a_real_validation_with_val_thresholds_logs_the_swept_dice(tiny, tmp_path):
+    result = _trainer(tiny, tmp_path, max_steps=2, val_interval=2, val_thresholds=[0.2, 0.5, 0.8]).fit()
+    (record,) = [row for row in result.history if "val_dice_3d" in row]
+    assert record["val_threshold_swept"] in (0.2, 0.5, 0.8)
+    assert record["val_dice_3d_swept"] >= record["val_dice_3d"] - 1e-12  # 0.5 is one of the candidates
+    assert result.selection_metric == "val_dice_3d_swept" and result.best_metric == record["val_dice_3d_swept"]
+
+
+@pytest.mark.parametrize("value", [[], [0.5, 1.0], [0.0], "0.5", [True], [0.5, "x"]])
+def test_bad_val_thresholds_are_refused_before_training(tiny, value):
+    store, _ = tiny
+    with pytest.raises(ValueError, match=r"training.val_thresholds must be null or a non-empty list"):
+        _config(store, val_thresholds=value)

@@ -241,3 +241,37 @@ def test_the_sink_logs_no_chain_figure_for_a_unet(store, sink):
     sink.log_validation(_validate(store, ConstantLogits(0.0), n_examples=1), 3, ["cbf", "tmax"])
     assert set(sink.log.figures) == {f"validation/{name}_step00000003.png" for name in
                                      ("volume", "probability_histogram", "grid")}
+
+
+class SpillModel(nn.Module):
+    """A UNet stand-in with probability 0.95 on the lesion and 0.85 on the rest of the brain."""
+
+    model_kind = "discriminative"
+
+    def forward(self, image):
+        probability = torch.where(image[:, 1:2] > 0.5, 0.95, 0.85)
+        return torch.log(probability / (1 - probability))
+
+
+def test_a_swept_threshold_scores_what_the_fixed_one_misses_and_the_rest_stays_at_the_fixed_one(store):
+    result = _validate(store, SpillModel(), thresholds=[0.5, 0.9])
+    # at 0.5 every brain pixel is predicted (as in the all-brain test above); at 0.9 exactly the lesions
+    np.testing.assert_allclose(result.per_case["dice_3d_by_threshold"].tolist(),
+                               [[26 / 109, 1.0], [0.0, 1.0], [32 / 64, 1.0]])  # case 2: empty vs empty at 0.9
+    assert result.metrics["val_dice_3d_swept"] == 1.0 and result.metrics["val_threshold_swept"] == 0.9
+    assert result.metrics["val_dice_3d"] == pytest.approx((26 / 109 + 0 + 32 / 64) / 3)
+    assert result.per_case["pred_pixels"].tolist() == BRAIN_PIXELS  # volumes and histograms: at 0.5
+    # a tie (every candidate predicts all brain pixels) goes to the candidate closest to 0.5, as in evaluation
+    tied = _validate(store, SpillModel(), thresholds=[0.3, 0.6, 0.8])
+    assert tied.metrics["val_threshold_swept"] == 0.6
+    assert tied.metrics["val_dice_3d_swept"] == pytest.approx(result.metrics["val_dice_3d"])
+    # without thresholds nothing is swept
+    assert "val_dice_3d_swept" not in _validate(store, SpillModel()).metrics
+
+
+def test_the_swept_dice_survives_the_trainers_gather_of_per_rank_frames(store):
+    whole = _validate(store, SpillModel(), thresholds=[0.5, 0.9])
+    ranks = [_validate(store, SpillModel(), CASES[:2], thresholds=[0.5, 0.9]),
+             _validate(store, SpillModel(), CASES[2:], thresholds=[0.5, 0.9])]
+    per_case = pd.concat([rank.per_case for rank in ranks], ignore_index=True)
+    assert summarise_validation(per_case, [0.5, 0.9]) == whole.metrics

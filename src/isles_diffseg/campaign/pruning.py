@@ -1,4 +1,7 @@
-"""Optuna pruning inside a training run: a metric sink that reports ``val_dice_3d`` to the trial.
+"""Optuna pruning inside a training run: a metric sink that reports the run's selection metric to the trial.
+
+That is ``val_dice_3d``, or ``val_dice_3d_swept`` when the run sweeps its validation threshold
+(``training.val_thresholds``): the trial is pruned, and ranked, on what its checkpoints are selected on.
 
 A trial's training runs in its own ``kedro run`` (a child process of the study worker, possibly on another
 node), so the trial cannot be handed over as a Python object. The worker describes it in the environment
@@ -20,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 TRIAL_ENV = "ISLES_DIFFSEG_OPTUNA_TRIAL"
 METRIC = "val_dice_3d"  # what training validates on the validation fold; the study maximises it
+SWEPT_METRIC = "val_dice_3d_swept"  # instead, when the run sweeps its validation threshold
 
 
 class OptunaPruningSink:
@@ -30,17 +34,18 @@ class OptunaPruningSink:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.inner.log_metrics(metrics, step)
-        if METRIC not in metrics:
+        name = SWEPT_METRIC if SWEPT_METRIC in metrics else METRIC
+        if name not in metrics:
             return
         import optuna
 
-        value = float(metrics[METRIC])
+        value = float(metrics[name])
         self.trial.report(value, step)
         if self.trial.should_prune():
             self.marker.parent.mkdir(parents=True, exist_ok=True)
-            self.marker.write_text(json.dumps({"step": step, METRIC: value}))
-            logger.warning("Optuna trial %d pruned at step %d (%s=%.4f)", self.trial.number, step, METRIC, value)
-            raise optuna.TrialPruned(f"pruned at step {step} with {METRIC}={value:.4f}")
+            self.marker.write_text(json.dumps({"step": step, name: value}))
+            logger.warning("Optuna trial %d pruned at step %d (%s=%.4f)", self.trial.number, step, name, value)
+            raise optuna.TrialPruned(f"pruned at step {step} with {name}={value:.4f}")
 
     def log_validation(self, result: Any, step: int, modalities: list[str]) -> None:
         self.inner.log_validation(result, step, modalities)

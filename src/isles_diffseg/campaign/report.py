@@ -147,7 +147,8 @@ def build_report(manifest: Mapping[str, Any], configurations: Sequence[Mapping[s
         with contextlib.suppress(ValueError):
             best = study.best_trial
         lines += ["## Optuna study", "",
-                  "Objective: best validation 3D Dice (`val_dice_3d`, validation fold; never the test fold), "
+                  "Objective: best validation 3D Dice (`val_dice_3d`, or `val_dice_3d_swept` when training sweeps "
+                  "its validation threshold; validation fold, never the test fold), "
                   "maximised; pruned at validation steps." + (
                       f" Best: trial {best.number}, {best.value:.4f}, {best.params}." if best else ""), "",
                   to_markdown(trials.round(4).astype(object).where(trials.notna(), "")) if not trials.empty else "(no trial yet)", "",

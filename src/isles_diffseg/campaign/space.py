@@ -12,8 +12,9 @@ A trial's parameters are the project's own ``--params`` keys: variant names (``t
       training.batch_size: {type: int, low: 16, high: 32, step: 16}
       training.ema_rate: {type: float, low: 0.99, high: 0.9999, log: true}
 
-The objective is always the best validation 3D Dice (``val_dice_3d`` on the validation fold), maximised;
-pruners see it at every validation step.
+The objective is always the best validation 3D Dice (``val_dice_3d`` on the validation fold, or
+``val_dice_3d_swept`` when ``training.val_thresholds`` is set: what the run selects its checkpoint on),
+maximised; pruners see it at every validation step.
 """
 
 from __future__ import annotations

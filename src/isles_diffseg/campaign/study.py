@@ -147,7 +147,7 @@ class StudyWorker(submitit.helpers.Checkpointable):
         record = json.loads((Path(result["run_dir"]) / RECORD).read_text())
         value = record.get("best_metric")
         if value is None:
-            raise RuntimeError(f"run {run_name} has no {METRIC}: an Optuna study needs a validation fold")
+            raise RuntimeError(f"run {run_name} has no best {METRIC}: an Optuna study needs a validation fold")
         _tell(study, trial, float(value))
         if mlflow_run:
             tracker.client.set_tag(mlflow_run, "isles_diffseg_optuna_state", "COMPLETE")

@@ -4,6 +4,8 @@
   difference in mL, absolute lesion-count difference, lesion-wise F1) and the cohort summary.
 * :mod:`~isles_diffseg.metrics.overlap`: voxel Dice, precision, recall and 2D slice-wise Dice.
 * :mod:`~isles_diffseg.metrics.surface`: HD95 in millimetres.
+* :mod:`~isles_diffseg.metrics.threshold_selection`: the probability threshold chosen on validation cases
+  (the evaluation's sweep, and training's validation when ``training.val_thresholds`` is set).
 
 Each module states its empty-mask conventions in a table in its docstring.
 """

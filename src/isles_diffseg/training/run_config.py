@@ -6,6 +6,7 @@ augmentation, diffusion, recipe); any recipe key given directly under ``training
 ``image_size`` always follow the slice store (modalities x (2k+1), slicing.image_size). The recipe key
 ``val_diffusion`` names a diffusion variant to sample validation with (same process, e.g. the chain the
 evaluation samples); it is resolved here, into ``extra["val_sampling"]``, so a bad name fails before training.
+``val_thresholds`` (null or a list of probabilities) is checked here for the same reason.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def resolve_run_config(
         seed=int(training.get("seed", 42)),
         device=str(training.get("device", "auto")),
     )
+    check_val_thresholds(recipe.get("val_thresholds"))
     if recipe.get("val_diffusion") is not None and config.kind == "diffusion":
         config.extra["val_sampling"] = sampling_variant(chosen["diffusion"], variants.get("diffusion", {}),
                                                         recipe["val_diffusion"], "training.val_diffusion")
@@ -120,6 +122,16 @@ def resolve_run_config(
     else:
         config.run_name = check_run_name(build_run_name(config, now or datetime.now()), "the run name built from the variants")
     return config
+
+
+def check_val_thresholds(value: Any) -> None:
+    """``training.val_thresholds``: null (validate at 0.5 only) or probabilities to sweep, each in (0, 1)."""
+    if value is None:
+        return
+    if (not isinstance(value, list | tuple) or not value
+            or any(isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 1 for t in value)):
+        raise ValueError(f"training.val_thresholds must be null or a non-empty list of thresholds in (0, 1), "
+                         f"e.g. [0.1, 0.2, ..., 0.9]; got {value!r}")
 
 
 def _check_compatible(model: Mapping[str, Any], loss: Mapping[str, Any]) -> None:

@@ -116,6 +116,7 @@ class TrainingResult:
     skipped_steps: int
     interrupted: bool
     history: list[dict[str, float]] = field(default_factory=list)
+    selection_metric: str = "val_dice_3d"  # what best_metric is the best of
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "history"}
@@ -204,6 +205,10 @@ class Trainer:
             if self.fast_path else None)
         self.checkpoints = CheckpointFolder(self.run_dir / "checkpoints", int(recipe.get("keep_last_checkpoints", 3)))
         self.step = 0
+        # training.val_thresholds: validation also sweeps the threshold, and checkpoints are selected on the
+        # swept 3D Dice (what the evaluation's threshold sweep will score), not on the Dice at 0.5
+        self.val_thresholds = recipe.get("val_thresholds") or None
+        self.selection_metric = "val_dice_3d_swept" if self.val_thresholds else "val_dice_3d"
         self.best_metric: float | None = None
         self.best_step: int | None = None
         self.skipped_steps = 0
@@ -246,6 +251,7 @@ class Trainer:
             "generators": generators,
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
             "best_metric": self.best_metric,
+            "selection_metric": self.selection_metric,
             "best_step": self.best_step,
             "skipped_steps": self.skipped_steps,
             "nonfinite_streak": self.nonfinite_streak,
@@ -272,6 +278,10 @@ class Trainer:
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         self.step = int(state["step"])
+        selected_on = state.get("selection_metric", "val_dice_3d")  # checkpoints before val_thresholds existed
+        if selected_on != self.selection_metric:
+            raise ValueError(f"the checkpoint's best weights were selected on {selected_on}, this run selects on "
+                             f"{self.selection_metric}: resume with the training.val_thresholds the run started with")
         self.best_metric, self.best_step = state["best_metric"], state["best_step"]
         self.skipped_steps, self.nonfinite_streak = state["skipped_steps"], state["nonfinite_streak"]
         self.history = list(state["history"])
@@ -361,22 +371,23 @@ class Trainer:
             sampler=self.sampler_config, device=self.device, batch_size=int(recipe.get("val_batch_size", 64)),
             members=int(recipe.get("val_members", 1)), amp_dtype=self.amp_dtype,
             seed=self.config.seed + self.step, n_examples=n_examples if self.dist.is_main else 0,
-            fast_path=self.validation_fast_path,
+            thresholds=self.val_thresholds, fast_path=self.validation_fast_path,
         )
         gathered = gather_objects(result.per_case, self.dist)
         if not self.dist.is_main:
             return None
         per_case = pd.concat(gathered, ignore_index=True)
-        full = summarise_validation(per_case)
+        full = summarise_validation(per_case, self.val_thresholds)
         return ValidationResult(per_case, full, result.examples)
 
     def _after_validation(self, result: ValidationResult) -> None:
-        metric = result.metrics["val_dice_3d"]
+        metric = result.metrics[self.selection_metric]
         improved = self.best_metric is None or metric > self.best_metric
         if improved:
             self.best_metric, self.best_step = metric, self.step
-        self.history.append({"step": self.step, **result.metrics, "best_val_dice_3d": self.best_metric})
-        self.sink.log_metrics({**result.metrics, "best_val_dice_3d": self.best_metric}, self.step)
+        best = {f"best_{self.selection_metric}": self.best_metric}
+        self.history.append({"step": self.step, **result.metrics, **best})
+        self.sink.log_metrics({**result.metrics, **best}, self.step)
         self.sink.log_validation(result, self.step, self.store.modalities)
         result.per_case.to_csv(self.run_dir / "validation_latest.csv", index=False)
         logger.info("Step %d validation: %s (best %.4f at step %d)", self.step,
@@ -395,7 +406,7 @@ class Trainer:
             "step": self.step,
             "weights": "ema" if use_ema else "raw",
             "model": (self.ema.model if use_ema else self.model).state_dict(),
-            "metric": {"val_dice_3d": self.best_metric},
+            "metric": {self.selection_metric: self.best_metric},
             "modalities": self.store.modalities,
             "context_slices": self.store.context_slices,
             "image_size": self.store.image_size,
@@ -481,6 +492,6 @@ class Trainer:
             run_name=self.config.run_name, run_dir=str(self.run_dir), steps=self.step,
             best_metric=self.best_metric, best_step=self.best_step,
             best_checkpoint=str(best) if best.exists() else None, skipped_steps=self.skipped_steps,
-            interrupted=interrupted, history=self.history,
+            interrupted=interrupted, history=self.history, selection_metric=self.selection_metric,
         )
 

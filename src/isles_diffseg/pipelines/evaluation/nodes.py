@@ -49,11 +49,11 @@ from isles_diffseg.evaluation.settings import (
     scoring_workers,
     threshold_mode,
 )
-from isles_diffseg.evaluation.threshold_selection import best_threshold, grid_edge_note, sweep_thresholds
 from isles_diffseg.evaluation.trained_model import TrainedModel, check_compatible, check_split
 from isles_diffseg.inference.background import in_background
 from isles_diffseg.inference.case_prediction import CasePrediction
 from isles_diffseg.inference.case_prediction import predict_cases as predict_cases_batched
+from isles_diffseg.metrics.threshold_selection import best_threshold, grid_edge_note, sweep_thresholds
 from isles_diffseg.runtime import resolve_device
 from isles_diffseg.tracking import ModelRunLogger, model_run_id
 

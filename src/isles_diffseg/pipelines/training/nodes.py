@@ -36,6 +36,6 @@ def train_model(
         # Returning would save the run as this pipeline's output: evaluation would start on a partly trained
         # model (or none) and the run would become "the latest". Failing stops `kedro run` with the fix.
         raise TrainingInterrupted(result)
-    logger.info("Training run %s: %d steps, best val_dice_3d %s at step %s -> %s", result.run_name, result.steps,
-                result.best_metric, result.best_step, result.best_checkpoint)
+    logger.info("Training run %s: %d steps, best %s %s at step %s -> %s", result.run_name, result.steps,
+                result.selection_metric, result.best_metric, result.best_step, result.best_checkpoint)
     return result, pd.DataFrame(result.history)

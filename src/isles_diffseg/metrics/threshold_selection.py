@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from isles_diffseg.metrics import dice_coefficient
+from isles_diffseg.metrics.overlap import dice_coefficient
 
 
 def sweep_thresholds(probabilities: dict[str, np.ndarray], ground_truth: dict[str, np.ndarray],
