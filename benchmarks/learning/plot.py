@@ -4,8 +4,10 @@
     python benchmarks/learning/plot.py benchmarks/learning/results/round9*.jsonl benchmarks/learning/results/round1[0-5]*.jsonl --out ... --prefix rounds9-15_
 
 Writes ``training_loss.png`` (loss against steps, log scale), ``validation_dice.png`` (validation 3D Dice
-against steps) and ``test_metrics.md`` (test-fold means per method; methods of one fold compared on the
-cases every one of them scored, so a partly evaluated setting is never compared on other cases).
+against steps), ``test_metrics.md`` (test-fold means per method; methods of one fold compared on the
+cases every one of them scored, so a partly evaluated setting is never compared on other cases) and
+``validation_concordance.md`` (how often each validation number orders two runs of one fold as their test
+Dice does).
 """
 
 from __future__ import annotations
@@ -77,6 +79,40 @@ def test_table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+CHAIN = "trailing1x5"  # the isles24 evaluation's chain; its sweep is in the test_time record of that setting
+
+
+def validation_concordance(records: list[dict]) -> str:
+    """For the diffusion runs scored with :data:`CHAIN`: per pair of runs on one fold, does a validation number
+    order them as their test 3D Dice (threshold swept, components < 1 mL removed) does?
+
+    The numbers: the trainer's last validation Dice (``val``), the evaluation chain's validation Dice at 0.5
+    and at its best threshold (both from the sweep the scoring ran on the validation fold).
+    """
+    runs: dict[str, dict] = defaultdict(dict)
+    test: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        if r["type"] == "val":
+            runs[r["arm"]]["trainer validation (last)"] = r["val_dice_3d"]
+        elif r["type"] == "test_time" and r["setting"] == "{'respacing': 'trailing1', 'members': 5}" and r["sweep"]:
+            sweep = {row["threshold"]: row["mean_dice_3d"] for row in r["sweep"]}
+            runs[r["arm"]].update({"fold": r["fold"], f"{CHAIN} validation at 0.5": sweep[0.5],
+                                   f"{CHAIN} validation, best threshold": max(sweep.values())})
+        elif r["type"] == "test" and r["setting"] == f"{CHAIN}@val+min1ml":
+            test[r["arm"]].append(r["dice"])
+    scored = {arm: {**v, "test": float(np.mean(test[arm]))} for arm, v in runs.items()
+              if arm in test and "fold" in v and "trainer validation (last)" in v}
+    pairs = [(a, b) for i, a in enumerate(sorted(scored)) for b in sorted(scored)[i + 1:]
+             if scored[a]["fold"] == scored[b]["fold"]]
+    keys = ["trainer validation (last)", f"{CHAIN} validation at 0.5", f"{CHAIN} validation, best threshold"]
+    lines = [f"{len(scored)} runs scored with {CHAIN}, {len(pairs)} pairs on the same fold\n",
+             "| validation number | pairs ordered as their test 3D Dice |", "|---|---|"]
+    for key in keys:
+        agree = sum((scored[a][key] - scored[b][key]) * (scored[a]["test"] - scored[b]["test"]) > 0 for a, b in pairs)
+        lines.append(f"| {key} | {agree} of {len(pairs)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("jsonl", nargs="+", type=Path)
@@ -85,11 +121,13 @@ def main() -> None:
     args = parser.parse_args()
     records = read(args.jsonl)
     args.out.mkdir(parents=True, exist_ok=True)
-    out = {name: args.out / f"{args.prefix}{name}" for name in ("training_loss.png", "validation_dice.png", "test_metrics.md")}
+    out = {name: args.out / f"{args.prefix}{name}" for name in ("training_loss.png", "validation_dice.png", "test_metrics.md",
+                                                                 "validation_concordance.md")}
     plot(curves(records, "train", "train_loss"), "training loss (window mean)", out["training_loss.png"], log=True)
     plot(curves(records, "val", "val_dice_3d"), "validation 3D Dice (8 val-fold cases)", out["validation_dice.png"])
     out["test_metrics.md"].write_text(test_table(records))
-    print(out["test_metrics.md"].read_text())
+    out["validation_concordance.md"].write_text(validation_concordance(records))
+    print(out["test_metrics.md"].read_text() + "\n" + out["validation_concordance.md"].read_text())
 
 
 if __name__ == "__main__":
