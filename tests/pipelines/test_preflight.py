@@ -113,19 +113,27 @@ def test_an_evaluation_chain_of_another_process_than_the_one_trained_is_refused(
                                    "variants": VARIANTS})
 
 
-def test_isles24_training_and_evaluation_of_an_epsilon_run_stops_before_the_first_node(project_copy):
-    """--env isles24 evaluates with the one-step x0 chain: an epsilon run (the handover's ablation) must say so
-    before it trains, not after."""
+@pytest.mark.parametrize(("pipelines", "message", "untouched"), [
+    # --env isles24 evaluates with the one-step x0 chain: an epsilon run (the handover's ablation) must say so
+    # before it trains, not after
+    (["training", "evaluation"],
+     r"changes model_output .*evaluation\.diffusion=null samples with the run's own variant.*refused before the run",
+     "data/06_models"),
+    # ... and validates with it: before the data pipelines run, not when training starts after them
+    (["data_processing", "training"],
+     r"training\.val_diffusion='trailing1_x0' changes model_output .*refused before the run starts",
+     "data/05_model_input/slices"),
+])
+def test_isles24_runs_of_an_epsilon_model_stop_before_the_first_node(project_copy, pipelines, message, untouched):
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project_copy)
     params = {"training": {"diffusion": "ddim50", "loss": "mse_with_aux_light"}}
     with (KedroSession.create(project_path=project_copy, env="isles24", runtime_params=params) as session,
-          pytest.raises(ValueError, match=r"changes model_output .*evaluation\.diffusion=null samples with the run's "
-                                          r"own variant.*refused before the run starts")):
-        session.run(pipeline_names=["training", "evaluation"])
-    assert not (project_copy / "data/06_models").exists() or not any((project_copy / "data/06_models").iterdir())
+          pytest.raises(ValueError, match=message)):
+        session.run(pipeline_names=pipelines)
+    assert not (project_copy / untouched).exists() or not any((project_copy / untouched).iterdir())
 
 
 def test_the_shipped_epsilon_ablation_space_passes_the_isles24_preflight_because_it_keeps_its_own_chain(project_copy):
@@ -172,18 +180,3 @@ def test_validation_settings_of_every_trained_run_are_checked_as_training_resolv
                                                              "val_diffusion": "trailing1_x0"}}
     with pytest.raises(ValueError, match="changes model_output"):
         check_training_validation({"training": epsilon, "variants": {**VARIANTS, "training": recipes}})
-
-
-def test_isles24_data_processing_and_training_of_an_epsilon_run_stops_before_the_first_node(project_copy):
-    """--env isles24 validates with the one-step x0 chain: an epsilon run must say so before the data pipelines
-    run, not when training starts after them."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(project_copy)
-    params = {"training": {"diffusion": "ddim50", "loss": "mse_with_aux_light"}}
-    with (KedroSession.create(project_path=project_copy, env="isles24", runtime_params=params) as session,
-          pytest.raises(ValueError, match=r"training\.val_diffusion='trailing1_x0' changes model_output .*"
-                                          r"refused before the run starts")):
-        session.run(pipeline_names=["data_processing", "training"])
-    assert not (project_copy / "data/05_model_input/slices").exists()
