@@ -24,7 +24,7 @@ from isles_diffseg.evaluation.settings import min_component_ml, scoring_workers,
 from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
 from isles_diffseg.inference.predict import sampling_variant
 from isles_diffseg.models import check_image_size
-from isles_diffseg.training.run_config import GROUP_OF_KEY, check_val_thresholds
+from isles_diffseg.training.run_config import GROUP_OF_KEY, effective_recipe, validation_sampling
 
 
 def training_blocks(params: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -93,21 +93,16 @@ def check_evaluation_sampling(params: Mapping[str, Any]) -> None:
 
 def check_training_validation(params: Mapping[str, Any]) -> None:
     """``val_thresholds`` and ``val_diffusion`` (given under the training block or by its recipe) of every run the
-    parameters train, as training resolves them at its start."""
+    parameters train, resolved as training resolves them at its start."""
     variants = params.get("variants", {})
     for prefix, training in training_blocks(params).items():
-        recipe = variants.get(GROUP_OF_KEY["recipe"], {}).get(training.get("recipe"), {})
-
-        def setting(key: str, training: Mapping[str, Any] = training, recipe: Mapping[str, Any] = recipe) -> Any:
-            return training[key] if training.get(key) is not None else recipe.get(key)
-
-        loss = variants.get("loss", {}).get(training.get("loss"), {})
+        recipe = variants.get(GROUP_OF_KEY["recipe"], {}).get(training.get("recipe"))
         trained = variants.get("diffusion", {}).get(training.get("diffusion"))
+        if recipe is None or trained is None:
+            continue  # an unknown variant name is answered by training's own lookup
+        kind = variants.get("loss", {}).get(training.get("loss"), {}).get("kind")
         try:
-            check_val_thresholds(setting("val_thresholds"))
-            if setting("val_diffusion") is not None and loss.get("kind") == "diffusion" and trained is not None:
-                sampling_variant(trained, variants.get("diffusion", {}), setting("val_diffusion"),
-                                 f"{prefix}.val_diffusion")
+            validation_sampling(effective_recipe(recipe, training), trained, kind, variants.get("diffusion", {}), prefix)
         except ValueError as error:
             raise ValueError(f"{error} ({prefix}; refused before the run starts)") from error
 

@@ -99,9 +99,7 @@ def resolve_run_config(
     unknown = set(training) - set(GROUP_OF_KEY) - set(recipe) - _RUN_KEYS
     if unknown:
         raise ValueError(f"unknown training parameters {sorted(unknown)}; recipe keys are {sorted(recipe)}")
-    for key, value in training.items():
-        if key in recipe and key not in ("name", "description") and value is not None:
-            recipe[key] = value
+    recipe = chosen["recipe"] = effective_recipe(recipe, training)
     chosen["model"].update(image_channels=int(image_channels), image_size=int(image_size))
     check_image_size(chosen["model"], int(image_size), model_setting="training.model",
                      hint="the slice store was made at this size: re-run slicing with a size that fits")
@@ -112,10 +110,9 @@ def resolve_run_config(
         seed=int(training.get("seed", 42)),
         device=str(training.get("device", "auto")),
     )
-    check_val_thresholds(recipe.get("val_thresholds"))
-    if recipe.get("val_diffusion") is not None and config.kind == "diffusion":
-        config.extra["val_sampling"] = sampling_variant(chosen["diffusion"], variants.get("diffusion", {}),
-                                                        recipe["val_diffusion"], "training.val_diffusion")
+    val_sampling = validation_sampling(recipe, chosen["diffusion"], config.kind, variants.get("diffusion", {}))
+    if val_sampling is not None:
+        config.extra["val_sampling"] = val_sampling
     given = training.get("run_name")
     if given is not None and given != "":
         config.run_name = check_run_name(str(given))  # --params turns "123" into an int
@@ -124,13 +121,29 @@ def resolve_run_config(
     return config
 
 
-def check_val_thresholds(value: Any) -> None:
-    """``training.val_thresholds``: null (validate at 0.5 only) or probabilities to sweep, each in (0, 1)."""
+def effective_recipe(recipe: Mapping[str, Any], training: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe a run trains with: a recipe key given under ``training`` (and not null) overrides the variant's."""
+    return {**recipe, **{key: value for key, value in training.items()
+                         if key in recipe and key not in ("name", "description") and value is not None}}
+
+
+def validation_sampling(recipe: Mapping[str, Any], diffusion: Mapping[str, Any], kind: str,
+                        diffusion_variants: Mapping[str, Mapping[str, Any]], block: str = "training") -> dict | None:
+    """Checks the recipe's validation settings; returns the diffusion variant ``val_diffusion`` names over the run's
+    process (None: validation samples the run's own variant, or the model samples no chain)."""
+    check_val_thresholds(recipe.get("val_thresholds"), f"{block}.val_thresholds")
+    if recipe.get("val_diffusion") is None or kind != "diffusion":
+        return None
+    return sampling_variant(diffusion, diffusion_variants, recipe["val_diffusion"], f"{block}.val_diffusion")
+
+
+def check_val_thresholds(value: Any, setting: str = "training.val_thresholds") -> None:
+    """``val_thresholds``: null (validate at 0.5 only) or probabilities to sweep, each in (0, 1)."""
     if value is None:
         return
     if (not isinstance(value, list | tuple) or not value
             or any(isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 1 for t in value)):
-        raise ValueError(f"training.val_thresholds must be null or a non-empty list of thresholds in (0, 1), "
+        raise ValueError(f"{setting} must be null or a non-empty list of thresholds in (0, 1), "
                          f"e.g. [0.1, 0.2, ..., 0.9]; got {value!r}")
 
 

@@ -39,7 +39,7 @@ from isles_diffseg.inference.case_prediction import predict_cases
 from isles_diffseg.inference.compiled_denoiser import SamplingFastPath
 from isles_diffseg.inference.predict import SamplerConfig, sampling_call
 from isles_diffseg.metrics import dice_coefficient, mean_slice_dice
-from isles_diffseg.metrics.threshold_selection import best_threshold
+from isles_diffseg.metrics.threshold_selection import best_threshold, case_dice_by_threshold, sweep_table
 
 # Fixed bins so that per-case counts add up across cases and ranks.
 PROBABILITY_BIN_EDGES = np.linspace(0.0, 1.0, 21)
@@ -126,8 +126,8 @@ def validate(
             "hist_lesion": hist_lesion,
             "hist_background": hist_background,
             # a list per case (like the histograms) so that it survives the trainer's gather of rank frames
-            "dice_3d_by_threshold": ([dice_coefficient((prediction.probability >= t).astype(np.uint8), gt)
-                                      for t in thresholds] if thresholds else None),
+            "dice_3d_by_threshold": (case_dice_by_threshold(prediction.probability, gt, thresholds)
+                                     if thresholds else None),
         })
         if len(examples) < n_examples:
             z = int(np.argmax(gt.reshape(len(rows), -1).sum(1))) if gt.any() else len(rows) // 2
@@ -205,8 +205,7 @@ def summarise_validation(per_case: pd.DataFrame, thresholds: Sequence[float] | N
         "val_empty_predictions": float(((per_case["gt_pixels"] > 0) & (per_case["pred_pixels"] == 0)).sum()),
     }
     if thresholds:
-        by_threshold = np.asarray(per_case["dice_3d_by_threshold"].tolist(), dtype=float)  # (cases, thresholds)
-        sweep = pd.DataFrame({"threshold": [float(t) for t in thresholds], "mean_dice_3d": by_threshold.mean(0)})
+        sweep = sweep_table(thresholds, per_case["dice_3d_by_threshold"].tolist())
         chosen = best_threshold(sweep)
         summary["val_dice_3d_swept"] = float(sweep.loc[sweep["threshold"] == chosen, "mean_dice_3d"].iloc[0])
         summary["val_threshold_swept"] = chosen
